@@ -1,0 +1,147 @@
+"""YAML configs: loading, command-line overrides and strict validation.
+
+Every section of a config is read into a dataclass with :func:`from_dict`, so a typo
+(``chanels``) is an error that names the key and the closest valid one instead of a
+silently ignored default.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+import yaml
+
+PathOrDict = Union[str, os.PathLike, Mapping[str, Any]]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: unknown key, wrong type or missing file."""
+
+
+def closest_key(key: str, known: Iterable[str]) -> str:
+    """Return a ``" (did you mean 'x'?)"`` hint, or an empty string."""
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def check_keys(d: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    """Raise :class:`ConfigError` for the first key of ``d`` not in ``known``."""
+    known = list(known)
+    for key in d:
+        if key not in known:
+            raise ConfigError(
+                f"unknown config key '{_join(where, key)}'{closest_key(key, known)}; "
+                f"valid keys: {', '.join(sorted(known))}")
+
+
+def load_yaml(path: Union[str, os.PathLike]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(cfg: PathOrDict, overrides: Iterable[str] = ()) -> dict:
+    """Read a config (YAML path or dict, deep-copied) and apply ``key.sub=value`` overrides."""
+    if isinstance(cfg, Mapping):
+        data = copy.deepcopy(dict(cfg))
+    else:
+        data = load_yaml(cfg)
+        data.setdefault("_source", str(cfg))
+    return apply_overrides(data, overrides)
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Apply dotted overrides such as ``train.epochs=50`` or ``data=configs/data/x.yaml``.
+
+    Values are parsed as YAML (``1e-3`` -> float, ``[1, 2]`` -> list, ``true`` -> bool).
+    An override may create a new leaf only where its parent exists; unknown keys are caught
+    later by :func:`from_dict` with a suggestion.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.subkey=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = cfg
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                if nxt is None and part not in node:
+                    raise ConfigError(
+                        f"override '{key}': no section '{'.'.join(parts[:i + 1])}'"
+                        f"{closest_key(part, node.keys())}")
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return cfg
+
+
+def from_dict(cls, d: Mapping[str, Any] | None, where: str = ""):
+    """Build dataclass ``cls`` from ``d``, refusing unknown keys (named, with a suggestion).
+
+    Nested dataclass fields are built recursively; lists are converted to tuples where the
+    field's annotation says tuple.
+    """
+    if d is None:
+        d = {}
+    if isinstance(d, cls):
+        return d
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config section '{where or cls.__name__}' must be a mapping, "
+                          f"got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(d, fields, where)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        hint = hints.get(key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = from_dict(hint, value, _join(where, key))
+        elif _is_tuple_hint(hint) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # missing required field
+        raise ConfigError(f"config section '{where or cls.__name__}': {e}") from None
+
+
+def to_dict(obj) -> Any:
+    """Dataclass (or nested containers of them) -> plain YAML-safe python objects."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_config(cfg: Mapping[str, Any], path: Union[str, os.PathLike]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(to_dict(dict(cfg)), f, sort_keys=False)
+
+
+def _is_tuple_hint(hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        return any(_is_tuple_hint(a) for a in typing.get_args(hint))
+    return hint is tuple or origin is tuple
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,94 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and plain python values (no pickled classes), so
+``torch.load(path, weights_only=True)`` reads it and a half-written file never replaces a
+good one. Each holds the resolved config, so evaluation, demo and export need only the file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..config import to_dict
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or made for another model."""
+
+
+def save_checkpoint(state: Mapping[str, Any], path) -> Path:
+    """Write ``state`` to ``path`` through a temp file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = dict(state)
+    state.setdefault("format_version", FORMAT_VERSION)
+    if "config" in state:
+        state["config"] = to_dict(state["config"])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint safely (``weights_only=True``) with a clear error on bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, pickled classes
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict):
+        ckpt = {"model": ckpt}
+    return ckpt
+
+
+def model_state(ckpt: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """The weights to use for inference: EMA when present, else the raw model."""
+    for key in ("ema", "model", "state_dict"):
+        if isinstance(ckpt.get(key), Mapping):
+            return ckpt[key]
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt  # a bare state_dict
+    raise CheckpointError("checkpoint holds no model weights (keys: %s)" % sorted(ckpt)[:10])
+
+
+def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint"):
+    """``load_state_dict(strict=True)`` with an error that says which model the weights fit.
+
+    Shape mismatches and missing/unexpected keys mean the weights belong to another
+    architecture; that gets one readable message instead of a wall of key names.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if mismatched:
+            k = mismatched[0]
+            parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: "
+                         f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        raise CheckpointError(f"{what} does not fit this model ({type(model).__name__}): "
+                              + "; ".join(parts) + ". Was it saved from another architecture?")
+    model.load_state_dict(state, strict=True)
+    return model
