@@ -71,7 +71,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.subkey=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _parse_scalar(raw)
         node = cfg
         parts = key.strip().split(".")
         for i, part in enumerate(parts[:-1]):
@@ -111,6 +111,8 @@ def from_dict(cls, d: Mapping[str, Any] | None, where: str = ""):
             value = from_dict(hint, value, _join(where, key))
         elif _is_tuple_hint(hint) and isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            value = _coerce_number(value, hint, _join(where, key))
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -134,6 +136,35 @@ def to_dict(obj) -> Any:
 def save_config(cfg: Mapping[str, Any], path: Union[str, os.PathLike]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(to_dict(dict(cfg)), f, sort_keys=False)
+
+
+def _parse_scalar(raw: str):
+    """YAML-parse a command-line value; YAML 1.1 reads ``1e-3`` as a string, so fix that."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _coerce_number(value, hint, where: str):
+    """Accept ``1e-3`` (a string to YAML) or ``1`` where a float is declared; refuse text."""
+    types = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+    if float in types and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"config key '{where}' must be a number, got '{value}'") from None
+    if int in types and float not in types and isinstance(value, str):
+        raise ConfigError(f"config key '{where}' must be an integer, got '{value}'")
+    return value
 
 
 def _is_tuple_hint(hint) -> bool:
