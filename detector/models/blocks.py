@@ -1,0 +1,421 @@
+"""Building blocks of the CSP backbones: conv-norm-act, the blocks a stage repeats, the CSP stage.
+
+Module and attribute names follow timm's ``cspnet.py`` (``conv``/``bn`` inside a conv-norm-act,
+``conv1..3`` inside blocks, ``conv_down``/``conv_exp``/``blocks``/``conv_transition_b``/
+``conv_transition`` inside a stage) so timm checkpoints map onto ours key for key, and so the
+detector's ``fuse()`` finds every ``conv`` + ``bn`` pair.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ..config import ConfigError, closest_key
+
+LayerSpec = Union[str, Callable[..., nn.Module], None]
+
+# ----------------------------------------------------------------------------- norm / act
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "hardswish": nn.Hardswish,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+NORMS = {
+    "batchnorm": nn.BatchNorm2d,
+    "syncbatchnorm": nn.SyncBatchNorm,
+    "identity": nn.Identity,
+}
+
+
+def get_act(act: LayerSpec, negative_slope: Optional[float] = None) -> Callable[[], nn.Module]:
+    """Activation factory from a name (``'leaky_relu'``), a class or ``None`` (identity).
+
+    ``negative_slope`` applies to ``leaky_relu`` only (timm uses 0.01, darknet 0.1).
+    """
+    if act is None:
+        return nn.Identity
+    if isinstance(act, str):
+        key = act.lower()
+        if key not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation '{act}'{closest_key(key, ACTIVATIONS)}; "
+                              f"known: {', '.join(sorted(ACTIVATIONS))}")
+        act = ACTIVATIONS[key]
+    if act is nn.LeakyReLU and negative_slope is not None:
+        return functools.partial(nn.LeakyReLU, negative_slope=negative_slope)
+    return act
+
+
+def get_norm(norm: LayerSpec) -> Callable[[int], nn.Module]:
+    """Norm factory from a name (``'batchnorm'``), a class taking ``num_features``, or ``None``."""
+    if norm is None:
+        return lambda channels: nn.Identity()
+    if isinstance(norm, str):
+        key = norm.lower()
+        if key not in NORMS:
+            raise ConfigError(f"unknown norm '{norm}'{closest_key(key, NORMS)}; "
+                              f"known: {', '.join(sorted(NORMS))}")
+        norm = NORMS[key]
+    if norm is nn.Identity:
+        return lambda channels: nn.Identity()
+    return norm
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d (no bias) -> norm -> activation, as submodules ``conv``, ``bn``, ``act``.
+
+    A ``Sequential`` so that it runs as one call chain; the fixed names let ``fuse()`` fold
+    ``bn`` into ``conv`` and keep timm's state-dict keys (``...conv.weight``, ``...bn.weight``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 groups: int = 1, norm: LayerSpec = nn.BatchNorm2d, act: LayerSpec = nn.ReLU,
+                 apply_act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding=((stride - 1) + (kernel_size - 1)) // 2, groups=groups,
+                              bias=False)
+        self.bn = get_norm(norm)(out_channels)
+        self.act = get_act(act)() if apply_act else nn.Identity()
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+
+# ----------------------------------------------------------------------------- blocks
+# Every block takes (in_channels, out_channels, stride, **options) and exposes
+# ``out_channels``, so a stage can chain any of them. Dense layers grow their input instead:
+# their output is ``in_channels + growth_rate`` and ``out_channels`` is ignored.
+
+
+class ResNetBasicBlock(nn.Module):
+    """ResNet basic block: 3x3 -> 3x3 (linear) + shortcut, then the activation."""
+
+    def __init__(self, in_channels, out_channels, stride=1, *, norm=nn.BatchNorm2d, act=nn.ReLU,
+                 groups=1, **_):
+        super().__init__()
+        self.conv1 = ConvNormAct(in_channels, out_channels, 3, stride, groups, norm, act)
+        self.conv2 = ConvNormAct(out_channels, out_channels, 3, 1, groups, norm, act, apply_act=False)
+        self.shortcut = _projection(in_channels, out_channels, stride, norm)
+        self.act = get_act(act)()
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class ResNetBottleneck(nn.Module):
+    """ResNet bottleneck: 1x1 -> 3x3 (grouped for ResNeXt) -> 1x1 (linear) + shortcut, then act.
+
+    ``bottle_ratio`` sets the inner width relative to ``out_channels`` (0.25 in torchvision's
+    ResNet-50; timm's CSP stages use 0.5 or 1.0).
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, *, bottle_ratio=0.25, groups=1,
+                 norm=nn.BatchNorm2d, act=nn.ReLU, **_):
+        super().__init__()
+        mid = int(round(out_channels * bottle_ratio))
+        if mid % groups:
+            raise ValueError(f"bottleneck width {mid} is not divisible by groups={groups}")
+        self.conv1 = ConvNormAct(in_channels, mid, 1, 1, 1, norm, act)
+        self.conv2 = ConvNormAct(mid, mid, 3, stride, groups, norm, act)
+        self.conv3 = ConvNormAct(mid, out_channels, 1, 1, 1, norm, act, apply_act=False)
+        self.shortcut = _projection(in_channels, out_channels, stride, norm)
+        self.act3 = get_act(act)()
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        return self.act3(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+class ResNeXtBottleneck(ResNetBottleneck):
+    """ResNeXt bottleneck: the ResNet bottleneck with a grouped 3x3 (cardinality ``groups``)."""
+
+    def __init__(self, in_channels, out_channels, stride=1, *, groups=32, **kwargs):
+        super().__init__(in_channels, out_channels, stride, groups=groups, **kwargs)
+
+
+class DarkBlock(nn.Module):
+    """Darknet residual: 1x1 (``bottle_ratio`` x out) -> 3x3 back to out, plus the input."""
+
+    def __init__(self, in_channels, out_channels, stride=1, *, bottle_ratio=0.5, groups=1,
+                 norm=nn.BatchNorm2d, act=nn.ReLU, **_):
+        super().__init__()
+        if stride != 1 or in_channels != out_channels:
+            raise ValueError("a Darknet residual keeps its input shape: downsample with the "
+                             f"stage's conv_down (got {in_channels}->{out_channels}, stride {stride})")
+        mid = int(round(out_channels * bottle_ratio))
+        self.conv1 = ConvNormAct(in_channels, mid, 1, 1, 1, norm, act)
+        self.conv2 = ConvNormAct(mid, out_channels, 3, 1, groups, norm, act)
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        return x + self.conv2(self.conv1(x))
+
+
+class DenseLayer(nn.Module):
+    """DenseNet layer (conv-BN-act order): 1x1 to ``bottle_ratio`` x growth -> 3x3 to growth;
+    the output is ``cat[x, new]``."""
+
+    def __init__(self, in_channels, out_channels=None, stride=1, *, growth_rate=32, bottle_ratio=4.0,
+                 norm=nn.BatchNorm2d, act=nn.ReLU, **_):
+        super().__init__()
+        _check_dense_stride(stride)
+        mid = int(round(growth_rate * bottle_ratio))
+        self.conv1 = ConvNormAct(in_channels, mid, 1, 1, 1, norm, act)
+        self.conv2 = ConvNormAct(mid, growth_rate, 3, 1, 1, norm, act)
+        self.out_channels = in_channels + growth_rate
+
+    def forward(self, x):
+        return torch.cat([x, self.conv2(self.conv1(x))], 1)
+
+
+class TwoWayDenseLayer(nn.Module):
+    """PeleeNet two-way dense layer: branch 1 is 1x1 -> 3x3, branch 2 is 1x1 -> 3x3 -> 3x3
+    (a 5x5 receptive field), each adding ``growth_rate / 2`` channels; output ``cat[x, b1, b2]``.
+
+    Inner width follows PeleeNet's reference code: ``growth/2 * bottle_ratio`` rounded down to a
+    multiple of 4, capped at ``in_channels / 2`` (as ``in_channels // 8 * 4``).
+    """
+
+    def __init__(self, in_channels, out_channels=None, stride=1, *, growth_rate=32, bottle_ratio=1.0,
+                 norm=nn.BatchNorm2d, act=nn.ReLU, **_):
+        super().__init__()
+        _check_dense_stride(stride)
+        half = growth_rate // 2
+        mid = int(half * bottle_ratio / 4) * 4
+        if mid > in_channels / 2:
+            mid = int(in_channels / 8) * 4
+        mid = max(mid, 4)
+        self.branch1a = ConvNormAct(in_channels, mid, 1, 1, 1, norm, act)
+        self.branch1b = ConvNormAct(mid, half, 3, 1, 1, norm, act)
+        self.branch2a = ConvNormAct(in_channels, mid, 1, 1, 1, norm, act)
+        self.branch2b = ConvNormAct(mid, half, 3, 1, 1, norm, act)
+        self.branch2c = ConvNormAct(half, half, 3, 1, 1, norm, act)
+        self.out_channels = in_channels + 2 * half
+
+    def forward(self, x):
+        b1 = self.branch1b(self.branch1a(x))
+        b2 = self.branch2c(self.branch2b(self.branch2a(x)))
+        return torch.cat([x, b1, b2], 1)
+
+
+class PeleeStem(nn.Module):
+    """PeleeNet stem (output stride 4): 3x3 s2 -> {1x1 -> 3x3 s2 | 2x2 max-pool} -> concat -> 1x1."""
+
+    def __init__(self, in_channels=3, out_channels=32, *, norm=nn.BatchNorm2d, act=nn.ReLU):
+        super().__init__()
+        half = out_channels // 2
+        self.conv1 = ConvNormAct(in_channels, out_channels, 3, 2, 1, norm, act)
+        self.branch_a = ConvNormAct(out_channels, half, 1, 1, 1, norm, act)
+        self.branch_b = ConvNormAct(half, out_channels, 3, 2, 1, norm, act)
+        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.fuse = ConvNormAct(2 * out_channels, out_channels, 1, 1, 1, norm, act)
+        self.out_channels, self.stride = out_channels, 4
+
+    def forward(self, x):
+        x = self.conv1(x)
+        return self.fuse(torch.cat([self.branch_b(self.branch_a(x)), self.pool(x)], 1))
+
+
+BLOCKS = {
+    "basic": ResNetBasicBlock,
+    "bottleneck": ResNetBottleneck,
+    "resnext": ResNeXtBottleneck,
+    "dark": DarkBlock,
+    "dense": DenseLayer,
+    "pelee": TwoWayDenseLayer,
+}
+DENSE_BLOCKS = ("dense", "pelee")
+
+
+def get_block(name: str):
+    """Block class by config name, with a clear error for a typo."""
+    if name not in BLOCKS:
+        raise ConfigError(f"unknown block '{name}'{closest_key(name, BLOCKS)}; "
+                          f"known blocks: {', '.join(BLOCKS)}")
+    return BLOCKS[name]
+
+
+def _projection(in_channels, out_channels, stride, norm) -> nn.Module:
+    """ResNet shortcut: identity when shapes match, else a 1x1 (strided) conv + norm."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return ConvNormAct(in_channels, out_channels, 1, stride, 1, norm, None, apply_act=False)
+
+
+def _check_dense_stride(stride):
+    if stride != 1:
+        raise ValueError("dense layers keep resolution: downsample with the stage (down: avgpool)")
+
+
+# ----------------------------------------------------------------------------- stages
+
+FUSIONS = ("both", "first", "last")
+SPLITS = ("conv", "two_conv", "slice")
+DOWNS = ("conv", "avgpool", "maxpool", "block", "none")
+
+
+def make_down(kind: str, in_channels: int, out_channels: int, stride: int, kernel_size: int,
+              norm, act, groups: int = 1) -> tuple[Optional[nn.Module], int]:
+    """The layer a stage starts with to reduce resolution; returns (module or None, channels)."""
+    if kind not in DOWNS:
+        raise ConfigError(f"unknown down '{kind}'{closest_key(kind, DOWNS)}; known: {', '.join(DOWNS)}")
+    if kind == "conv":
+        return ConvNormAct(in_channels, out_channels, kernel_size, stride, groups, norm, act), out_channels
+    if kind in ("avgpool", "maxpool") and stride > 1:
+        pool = nn.AvgPool2d if kind == "avgpool" else nn.MaxPool2d
+        return pool(stride, stride, ceil_mode=True), in_channels
+    return None, in_channels  # 'block' (the first block strides), 'none', or a stride-1 pool
+
+
+class CSPStage(nn.Module):
+    """Cross Stage Partial stage (CSPNet paper, Sec. 3.1 / Fig. 3; timm's ``CrossStage``).
+
+    down (optional) -> split into a bypass part (``1 - split_ratio``) and a block part
+    (``split_ratio``) -> blocks on the block part -> fusion:
+
+    - ``both`` (paper's main design): partial transition on the block part, concat, transition;
+    - ``first``: concat, one transition (fewer FLOPs, loses gradient diversity);
+    - ``last``: partial transition on the block part, concat, no stage transition.
+
+    The split is a 1x1 conv (``conv_exp``) and a channel slice (``split='conv'``, timm), two 1x1
+    convs, one per part (``'two_conv'``, darknet's form, same maths, no slice in the graph), or a
+    slice of the stage input itself (``'slice'``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, block: str = "bottleneck",
+                 stride: int = 2, *, down: str = "conv", down_kernel: int = 3,
+                 down_channels: Optional[int] = None, down_groups: int = 1,
+                 split_ratio: float = 0.5, fusion: str = "both",
+                 split: str = "conv", expand_ratio: float = 1.0, expand_act: bool = True,
+                 block_ratio: float = 1.0, transition_channels: Optional[int] = None,
+                 norm=nn.BatchNorm2d, act=nn.ReLU, **block_options):
+        super().__init__()
+        if not 0.0 < float(split_ratio) < 1.0:
+            raise ValueError(f"split_ratio must be in (0, 1) (the share of channels through the "
+                             f"blocks), got {split_ratio}")
+        if fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion '{fusion}'{closest_key(fusion, FUSIONS)}; "
+                              f"known: {', '.join(FUSIONS)}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split '{split}'{closest_key(split, SPLITS)}; "
+                              f"known: {', '.join(SPLITS)}")
+        if down == "block":
+            raise ConfigError("a CSP stage downsamples before the split: use down 'conv' or a pool")
+        block_cls = get_block(block)
+        self.fusion, self.split_mode = fusion, split
+
+        self.conv_down, channels = make_down(down, in_channels, down_channels or in_channels,
+                                             stride, down_kernel, norm, act, down_groups)
+        self.conv_down = self.conv_down or nn.Identity()
+        exp = channels if split == "slice" else int(round(out_channels * expand_ratio))
+        block_in = int(round(exp * split_ratio))
+        bypass = exp - block_in
+        if block_in < 1 or bypass < 1:
+            raise ValueError(f"split_ratio {split_ratio} of {exp} channels leaves an empty part")
+        self.split_sizes = (bypass, block_in)
+        exp_act = act if expand_act else None
+        if split == "conv":
+            self.conv_exp = ConvNormAct(channels, exp, 1, 1, 1, norm, exp_act)
+        elif split == "two_conv":
+            self.conv_part1 = ConvNormAct(channels, bypass, 1, 1, 1, norm, exp_act)
+            self.conv_part2 = ConvNormAct(channels, block_in, 1, 1, 1, norm, exp_act)
+
+        block_out = int(round(out_channels * block_ratio))
+        self.blocks = nn.Sequential()
+        c = block_in
+        for i in range(depth):
+            blk = block_cls(c, block_out, 1, norm=norm, act=act, **block_options)
+            self.blocks.add_module(str(i), blk)
+            c = blk.out_channels
+
+        if fusion == "first":
+            self.conv_transition = ConvNormAct(bypass + c, out_channels, 1, 1, 1, norm, act)
+        elif fusion == "last":
+            self.conv_transition_b = ConvNormAct(c, out_channels - bypass, 1, 1, 1, norm, act)
+            if out_channels - bypass < 1:
+                raise ValueError(f"fusion 'last' needs out_channels > bypass part ({bypass})")
+        else:
+            tb = transition_channels or (block_in if block not in DENSE_BLOCKS else c)
+            self.conv_transition_b = ConvNormAct(c, tb, 1, 1, 1, norm, act)
+            self.conv_transition = ConvNormAct(bypass + tb, out_channels, 1, 1, 1, norm, act)
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        x = self.conv_down(x)
+        if self.split_mode == "two_conv":
+            xs, xb = self.conv_part1(x), self.conv_part2(x)
+        else:
+            if self.split_mode == "conv":
+                x = self.conv_exp(x)
+            xs, xb = x.split(self.split_sizes, dim=1)
+        xb = self.blocks(xb)
+        if self.fusion != "first":
+            xb = self.conv_transition_b(xb)
+        out = torch.cat([xs, xb], dim=1)
+        return out if self.fusion == "last" else self.conv_transition(out)
+
+
+class PlainStage(nn.Module):
+    """A stage without the CSP split (the baselines): down -> blocks [-> 1x1 transition].
+
+    ``down='block'`` puts the stride in the first block (ResNet); ``'conv'`` is Darknet's 3x3 s2
+    conv (timm's ``DarkStage``); ``'avgpool'`` is DenseNet/PeleeNet's pooling between stages.
+    ``transition=True`` adds DenseNet's 1x1 transition conv to ``out_channels`` at the end.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, block: str = "bottleneck",
+                 stride: int = 2, *, down: str = "block", down_kernel: int = 3,
+                 down_channels: Optional[int] = None, down_groups: int = 1, transition: bool = False,
+                 block_ratio: float = 1.0, norm=nn.BatchNorm2d, act=nn.ReLU, **block_options):
+        super().__init__()
+        block_cls = get_block(block)
+        down_mod, c = make_down(down, in_channels, down_channels or out_channels, stride,
+                                down_kernel, norm, act, down_groups)
+        if down_mod is not None:
+            self.conv_down = down_mod
+        first_stride = stride if down == "block" else 1
+        block_out = int(round(out_channels * block_ratio))
+        self.blocks = nn.Sequential()
+        for i in range(depth):
+            blk = block_cls(c, block_out, first_stride if i == 0 else 1, norm=norm, act=act,
+                            **block_options)
+            self.blocks.add_module(str(i), blk)
+            c = blk.out_channels
+        if transition:
+            self.conv_transition = ConvNormAct(c, out_channels, 1, 1, 1, norm, act)
+            c = out_channels
+        if c != out_channels:
+            raise ValueError(f"stage ends with {c} channels but out_channels is {out_channels}; "
+                             "set transition: true or fix the widths")
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        if hasattr(self, "conv_down"):
+            x = self.conv_down(x)
+        x = self.blocks(x)
+        if hasattr(self, "conv_transition"):
+            x = self.conv_transition(x)
+        return x
+
+
+def check_channels(x: torch.Tensor, expected: int, what: str = "input") -> None:
+    """Raise a ValueError naming expected vs got when ``x`` is not (B, expected, H, W)."""
+    if x.dim() != 4 or x.shape[1] != expected:
+        got = tuple(x.shape)
+        raise ValueError(f"{what} must be (B, {expected}, H, W), got shape {got}"
+                         + (f" ({x.shape[1]} channels, expected {expected})" if x.dim() == 4 else ""))
+
+
+__all__ = ["ConvNormAct", "ResNetBasicBlock", "ResNetBottleneck", "ResNeXtBottleneck", "DarkBlock",
+           "DenseLayer", "TwoWayDenseLayer", "PeleeStem", "CSPStage", "PlainStage", "BLOCKS",
+           "get_block", "get_act", "get_norm", "check_channels"]
