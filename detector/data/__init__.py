@@ -1,0 +1,57 @@
+"""Everything between files on disk and a training batch.
+
+``load_data_config`` reads a data YAML, ``build_dataset`` scans a split (COCO JSON or YOLO
+txt) into a :class:`DetectionDataset`, ``build_dataloader`` batches it. See docs/data.md.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+from .augment import TrainTransform, eval_transform  # noqa: F401
+from .config import (AugmentConfig, DataConfig, DatasetNotFoundError, GenerateConfig,  # noqa: F401
+                     SplitConfig, check_split_exists, load_augment_config, load_data_config)
+from .dataset import DetectionDataset  # noqa: F401
+from .image_io import ImageReadError, read_image  # noqa: F401
+from .labels import LabelError, ScanReport, scan_coco, scan_yolo  # noqa: F401
+from .letterbox import letterbox, unletterbox_boxes  # noqa: F401
+from .loader import (DetectionDataLoader, build_dataloader, collate, random_size,  # noqa: F401
+                     rescale_batch)
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data(data_cfg) -> DataConfig:
+    """Load the data config and generate synthetic data on first use (``generate`` section)."""
+    cfg = load_data_config(data_cfg)
+    if cfg.generate is not None:
+        from .shapes import ensure_shapes
+        g = cfg.generate
+        ensure_shapes(cfg.root, g.num_train, g.num_val, g.img_size, g.seed)
+    return cfg
+
+
+def scan_split(data_cfg, split: str):
+    """Scan a split's labels: returns (records, names, label_to_cat_id, gt dict or None, report)."""
+    cfg = prepare_data(data_cfg)
+    s = check_split_exists(cfg, split)
+    if cfg.format == "coco":
+        labels = scan_coco(s.annotations, s.images, cfg.names)
+        return labels.records, labels.names, labels.cat_ids, labels.gt, labels.report
+    if not cfg.names:
+        raise LabelError(f"{cfg.source or 'data config'}: format 'yolo' needs 'names' (the class names)")
+    labels = scan_yolo(s.images, s.labels, len(cfg.names))
+    return labels.records, list(cfg.names), list(range(len(cfg.names))), None, labels.report
+
+
+def build_dataset(data_cfg, split: str, img_size: int,
+                  augment: Union[AugmentConfig, dict, None] = None, cache: bool = False,
+                  seed: int = 0) -> DetectionDataset:
+    """A split as a :class:`DetectionDataset`; ``augment=None`` = evaluation (letterbox only)."""
+    cfg = prepare_data(data_cfg)
+    records, names, cat_ids, gt, report = scan_split(cfg, split)
+    name = f"{Path(cfg.source).stem if cfg.source else 'data'}/{split}"
+    report.log_summary(name)
+    return DetectionDataset(records, names, cat_ids, img_size, augment=augment, cache=cache,
+                            gt=gt, name=name, seed=seed)

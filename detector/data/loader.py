@@ -1,0 +1,125 @@
+"""Batches: collate, a DataLoader that reports skipped images per epoch, multi-scale resizing.
+
+Reproducibility: shuffling uses a generator seeded with ``seed``; every worker re-seeds
+numpy, ``random`` and the dataset's augmentation from PyTorch's per-worker seed (derived
+from ``seed``), so a run is repeated exactly for the same seed and number of workers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
+
+log = logging.getLogger(__name__)
+
+
+def collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Stack images; keep per-image targets and meta as lists."""
+    return {"images": torch.stack([s["image"] for s in samples]),
+            "targets": [s["targets"] for s in samples],
+            "meta": [s["meta"] for s in samples],
+            "skipped": [p for s in samples for p in s.get("skipped", ())]}
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2 ** 32
+    random.seed(seed)
+    np.random.seed(seed)
+    cv2.setNumThreads(0)  # workers are the parallelism; OpenCV threads would oversubscribe
+    info = get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(seed)
+
+
+class DetectionDataLoader(DataLoader):
+    """A DataLoader whose batches are ``images``/``targets``/``meta`` dicts.
+
+    Each pass (epoch) counts the images that could not be read and were replaced, logs them
+    at the end of the pass and keeps them in ``skipped_last_epoch``; with a
+    DistributedSampler it calls ``set_epoch`` itself so every epoch shuffles differently.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+        self.skipped_last_epoch: List[str] = []
+
+    def __iter__(self):
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(self.epoch)
+        skipped: Dict[str, int] = {}
+        for batch in super().__iter__():
+            for path in batch.pop("skipped", ()):
+                skipped[path] = skipped.get(path, 0) + 1
+            yield batch
+        self.skipped_last_epoch = sorted(skipped)
+        if skipped:
+            shown = ", ".join(self.skipped_last_epoch[:10])
+            more = f" ... ({len(skipped) - 10} more)" if len(skipped) > 10 else ""
+            log.warning("data epoch %d: %d unreadable image(s) skipped and replaced "
+                        "(%d times): %s%s", self.epoch, len(skipped), sum(skipped.values()), shown, more)
+        self.epoch += 1
+
+
+def build_dataloader(dataset, batch_size: int, workers: int = 2, shuffle: bool = True,
+                     seed: int = 0, distributed: bool = False, drop_last: bool = False
+                     ) -> DetectionDataLoader:
+    """DataLoader with persistent workers (when ``workers > 0``), pinned memory on CUDA,
+    seeded shuffling and worker seeding, and a DistributedSampler when ``distributed``."""
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=int(seed), drop_last=drop_last)
+    if workers == 0 and hasattr(dataset, "reseed"):
+        dataset.reseed(int(seed))
+    return DetectionDataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+        generator=generator, prefetch_factor=4 if workers > 0 else None)
+
+
+# ------------------------------------------------------------------------ multi-scale
+def random_size(rng: Union[random.Random, np.random.Generator], img_size: int,
+                scale_range: Tuple[float, float] = (0.5, 1.5), stride: int = 32) -> int:
+    """A random multiple of ``stride`` in ``[img_size * lo, img_size * hi]`` (multi-scale)."""
+    lo = max(stride, int(math.ceil(img_size * scale_range[0] / stride)) * stride)
+    hi = max(lo, int(math.floor(img_size * scale_range[1] / stride)) * stride)
+    n = (hi - lo) // stride + 1
+    k = int(rng.integers(n)) if isinstance(rng, np.random.Generator) else rng.randrange(n)
+    return lo + k * stride
+
+
+def rescale_batch(batch: Dict[str, Any], size: Union[int, Sequence[int]]) -> Dict[str, Any]:
+    """Resize a batch's images to ``size`` (int or (h, w)) and scale its targets to match.
+
+    Returns a new batch dict (``meta`` ratio/pad scaled too); images stay uint8.
+    """
+    images = batch["images"]
+    h, w = images.shape[-2:]
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if (th, tw) == (h, w):
+        return batch
+    sy, sx = th / h, tw / w
+    resized = F.interpolate(images.float(), size=(th, tw), mode="bilinear", align_corners=False,
+                            antialias=th < h or tw < w)
+    resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+    scale = torch.tensor([1.0, sx, sy, sx, sy])
+    targets = [t * scale.to(t.device, t.dtype) for t in batch["targets"]]
+    meta = []
+    for m in batch["meta"]:
+        m = dict(m)
+        m["ratio"] = m["ratio"] * sx if sx == sy else m["ratio"]
+        m["pad"] = (m["pad"][0] * sx, m["pad"][1] * sy)
+        meta.append(m)
+    out = dict(batch)
+    out.update(images=resized, targets=targets, meta=meta)
+    return out

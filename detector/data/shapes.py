@@ -1,0 +1,201 @@
+"""Synthetic "shapes" detection data for the quick start: learnable in minutes on a CPU.
+
+Five classes (circle, square, triangle, star, cross) drawn in saturated colours (the colour
+is random, so the class is the shape) on textured, noisy, low-saturation backgrounds; objects
+are 20-120 px at 320, with scale variation and some overlap, slightly rotated. The output is
+``images/{train,val}/*.jpg`` plus COCO instances JSON per split, deterministic by seed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+CLASSES = ("circle", "square", "triangle", "star", "cross")
+
+
+def make_shapes(out_dir, num_train: int = 1500, num_val: int = 200, img_size: int = 320,
+                seed: int = 0, progress: bool = True) -> Path:
+    """Write the shapes dataset into ``out_dir`` (created); returns it.
+
+    Layout: ``images/train/*.jpg``, ``images/val/*.jpg``, ``annotations/instances_train.json``,
+    ``annotations/instances_val.json``. Split ``s`` uses seed ``(seed, s)`` so the val images do
+    not change with ``num_train``.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        img_dir = out / "images" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([seed, split_index])
+        images, anns = [], []
+        for i in tqdm(range(count), desc=f"shapes {split}", unit="img", disable=not progress,
+                      leave=False):
+            img, objects = draw_image(rng, img_size)
+            name = f"{i:06d}.jpg"
+            cv2.imwrite(str(img_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 92])
+            image_id = i + 1
+            images.append({"id": image_id, "file_name": name,
+                           "height": img.shape[0], "width": img.shape[1]})
+            for cls, (x1, y1, x2, y2) in objects:
+                w, h = x2 - x1, y2 - y1
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1,
+                             "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
+        data = {"info": {"description": "cspdet synthetic shapes", "seed": seed,
+                         "version": GENERATOR_VERSION},
+                "images": images, "annotations": anns,
+                "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
+                               for i, n in enumerate(CLASSES)]}
+        with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    return out
+
+
+def ensure_shapes(root, num_train: int, num_val: int, img_size: int, seed: int) -> Path:
+    """Generate into ``root`` unless a finished copy is there (safe against a concurrent
+    generation: it writes to a temporary folder and renames it)."""
+    root = Path(root)
+    if (root / "DONE").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    log.info("generating synthetic shapes data (%d train, %d val, %d px, seed %d) into %s",
+             num_train, num_val, img_size, seed, root)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    try:
+        make_shapes(tmp, num_train, num_val, img_size, seed)
+        (tmp / "DONE").write_text("ok\n")
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished first, or an unfinished root is there
+            if (root / "DONE").is_file():
+                return root
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+# ------------------------------------------------------------------------------ drawing
+_COLORS = np.array([[230, 25, 25], [25, 180, 40], [30, 60, 230], [240, 200, 20], [230, 20, 200],
+                    [20, 200, 220], [250, 120, 10], [140, 30, 220], [250, 250, 250], [20, 20, 20]],
+                   np.float32)
+
+
+def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, List]:
+    """One image (RGB uint8) and its objects ``[(class, (x1, y1, x2, y2)), ...]``."""
+    h = int(img_size * rng.uniform(0.75, 1.0)) if rng.random() < 0.5 else img_size
+    w = int(img_size * rng.uniform(0.75, 1.0)) if h == img_size and rng.random() < 0.5 else img_size
+    img = _background(rng, h, w)
+    s = img_size / 320.0
+    boxes: List[Tuple[float, float, float, float]] = []
+    objects = []
+    for _ in range(int(rng.integers(1, 9))):
+        for _attempt in range(20):
+            size = float(np.exp(rng.uniform(math.log(20 * s), math.log(120 * s))))
+            cx, cy = rng.uniform(size / 2, w - size / 2), rng.uniform(size / 2, h - size / 2)
+            cls = int(rng.integers(len(CLASSES)))
+            angle = float(rng.uniform(-20, 20))
+            aspect = float(rng.uniform(0.8, 1.25)) if cls != 0 else 1.0
+            pts = _shape_points(cls, cx, cy, size, aspect, angle)
+            box = _bbox(pts, w, h)
+            if box is not None and _placement_ok(box, boxes):
+                break
+        else:
+            continue
+        color = _COLORS[int(rng.integers(len(_COLORS)))] * rng.uniform(0.8, 1.0)
+        color = tuple(int(c) for c in np.clip(color + rng.normal(0, 10, 3), 0, 255))
+        _draw(img, cls, pts, color)
+        boxes.append(box)
+        objects.append((cls, box))
+    noise = rng.normal(0, rng.uniform(3, 10), img.shape)
+    img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return img, objects
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Low-saturation texture: a colour gradient, blurred noise blobs and a faint grating."""
+    base = rng.uniform(60, 190)
+    tint = rng.normal(0, 12, 3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = rng.normal(0, 30, 2)
+    img = base + tint[None, None] + (gx * xx / w + gy * yy / h)[..., None]
+    cells = int(rng.integers(4, 16))
+    blobs = rng.normal(0, rng.uniform(10, 30), (cells, cells, 3)).astype(np.float32)
+    img = img + cv2.resize(blobs, (w, h), interpolation=cv2.INTER_CUBIC)
+    freq, theta = rng.uniform(0.03, 0.2), rng.uniform(0, math.pi)
+    grating = np.sin(freq * (xx * math.cos(theta) + yy * math.sin(theta)) + rng.uniform(0, 6.28))
+    img = img + (rng.uniform(0, 12) * grating)[..., None]
+    fine = cv2.GaussianBlur(rng.normal(0, 12, (h, w)).astype(np.float32), (0, 0), 1.2)
+    img = img + fine[..., None]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _shape_points(cls: int, cx: float, cy: float, size: float, aspect: float, angle: float):
+    r = size / 2
+    if cls == 0:      # circle: a polygon with many vertices
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * r
+    elif cls == 1:    # square
+        pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * r * 0.85
+    elif cls == 2:    # triangle
+        t = np.array([-90, 30, 150]) * np.pi / 180
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * r
+        pts[:, 1] += r * 0.25
+    elif cls == 3:    # five-pointed star
+        t = (np.arange(10) * 36 - 90) * np.pi / 180
+        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        pts = np.stack([np.cos(t) * rad, np.sin(t) * rad], 1)
+    else:             # cross (plus sign)
+        a, b = r, r * 0.33
+        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
+                        [-b, b], [-a, b], [-a, -b], [-b, -b]], np.float64)
+    pts = pts * np.array([aspect, 1.0 / aspect])
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    pts = pts @ np.array([[c, s], [-s, c]])
+    return pts + np.array([cx, cy])
+
+
+def _bbox(pts: np.ndarray, w: int, h: int):
+    x1, y1 = pts.min(0)
+    x2, y2 = pts.max(0)
+    if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
+        return None
+    # OpenCV draws vertex (x, y) at the centre of pixel (x, y), i.e. at COCO coordinate x + 0.5
+    return tuple(round(float(v) + 0.5, 2) for v in (x1, y1, x2, y2))
+
+
+def _placement_ok(box, boxes) -> bool:
+    """Allow some overlap, but keep every earlier object mostly visible (<= 35% covered)."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    for b in boxes:
+        iw = min(box[2], b[2]) - max(box[0], b[0])
+        ih = min(box[3], b[3]) - max(box[1], b[1])
+        if iw <= 0 or ih <= 0:
+            continue
+        inter = iw * ih
+        if inter > 0.35 * (b[2] - b[0]) * (b[3] - b[1]) or inter > 0.6 * area:
+            return False
+    return True
+
+
+def _draw(img: np.ndarray, cls: int, pts: np.ndarray, color) -> None:
+    poly = np.round(pts * 16).astype(np.int32).reshape(-1, 1, 2)
+    cv2.fillPoly(img, [poly], color, lineType=cv2.LINE_AA, shift=4)
+    edge = tuple(int(c * 0.6) for c in color)
+    cv2.polylines(img, [poly], True, edge, 1, lineType=cv2.LINE_AA, shift=4)
