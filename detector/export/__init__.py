@@ -1,0 +1,3 @@
+"""Deployment: ONNX export (raw outputs or NMS in the graph) and the ONNX Runtime backend."""
+from .onnx_export import DetectorWithNMS, export_onnx, read_metadata  # noqa: F401
+from .onnx_runtime import ONNXRuntimeDetector, make_session, use_global_thread_pool  # noqa: F401

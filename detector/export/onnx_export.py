@@ -1,0 +1,209 @@
+"""ONNX export of a detector: raw head outputs, or final boxes with NMS inside the graph.
+
+Without NMS the graph is the network alone (convolutions, activations, concat, pooling,
+upsampling), which every runtime reads, OpenCV DNN included -- the engine the paper timed on
+CPU; outputs are the raw per-level maps ``out_s8, out_s16, ...`` and boxes are decoded outside
+(:class:`detector.export.onnx_runtime.ONNXRuntimeDetector` rebuilds the decoder from the config
+stored in the file). With NMS, decoding and ONNX's ``NonMaxSuppression`` are part of the graph
+and the single output ``detections`` (K, 7) holds ``[batch_index, x1, y1, x2, y2, score,
+label]`` per kept box, in network-input pixels -- the same boxes as ``postprocess`` gives
+(best class per box, class-aware NMS, top ``max_det`` per image).
+
+The file carries its own description in ``metadata_props["cspdet"]`` (JSON): class names,
+input size, strides, the model config and, with NMS, the baked-in thresholds.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from torchvision.ops import batched_nms
+
+METADATA_KEY = "cspdet"
+FORMAT_VERSION = 1
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` (opset >= 10); the eager forward gives the same selection.
+
+    boxes (B, N, 4) xyxy, scores (B, C, N) -> selected (K, 3) int64 ``[batch, class, box]``.
+    Per batch and class: drop scores <= ``score_threshold``, suppress IoU > ``iou_threshold``,
+    keep at most ``max_per_class`` -- torchvision's NMS rules, so both agree.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        out = []
+        max_k, iou, thr = int(max_per_class), float(iou_threshold), float(score_threshold)
+        num_classes = scores.shape[1]
+        for b in range(boxes.shape[0]):
+            s = scores[b].t()  # (N, C)
+            box_i, cls_i = (s > thr).nonzero(as_tuple=True)
+            keep = batched_nms(boxes[b][box_i].float(), s[box_i, cls_i].float(), cls_i, iou)
+            box_i, cls_i = box_i[keep], cls_i[keep]
+            for c in range(num_classes):  # the per-class cap of the ONNX op
+                m = cls_i == c
+                if int(m.sum()) > max_k:
+                    drop = m.nonzero(as_tuple=True)[0][max_k:]
+                    m2 = torch.ones_like(m)
+                    m2[drop] = False
+                    box_i, cls_i = box_i[m2], cls_i[m2]
+            out.append(torch.stack((torch.full_like(box_i, b), cls_i, box_i), 1))
+        return torch.cat(out) if out else torch.zeros((0, 3), dtype=torch.long)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou_threshold,
+                    score_threshold, center_point_box_i=0)
+
+
+class DetectorWithNMS(nn.Module):
+    """Detector -> decode -> best class per box -> class-aware NMS -> top ``max_det`` per image."""
+
+    def __init__(self, model: nn.Module, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                 max_det: int = 100):
+        super().__init__()
+        self.model = model
+        self.conf_thres, self.iou_thres, self.max_det = float(conf_thres), float(iou_thres), int(max_det)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        decoded = self.model.decode(self.model(x)).float()  # (B, N, 5+C)
+        boxes, obj, cls = decoded[..., :4], decoded[..., 4:5], decoded[..., 5:]
+        best, label = (obj * cls).max(-1)  # (B, N): postprocess keeps each box's best class only
+        classes = torch.arange(cls.shape[-1], device=x.device).view(1, -1, 1)
+        class_scores = best.unsqueeze(1) * (label.unsqueeze(1) == classes).to(best.dtype)  # (B, C, N)
+        selected = _NonMaxSuppression.apply(
+            boxes, class_scores,
+            torch.tensor([self.max_det], dtype=torch.long),
+            torch.tensor([self.iou_thres], dtype=torch.float32),
+            torch.tensor([self.conf_thres], dtype=torch.float32))
+        b, c, i = selected[:, 0], selected[:, 1], selected[:, 2]
+        scores = class_scores[b, c, i]
+        # group by image, best first; then keep the first max_det of each image
+        order = torch.argsort(b.to(scores.dtype) * 2.0 + (1.0 - scores))
+        b, c, i, scores = b[order], c[order], i[order], scores[order]
+        images = torch.arange(x.shape[0], device=x.device)
+        counts = (b.unsqueeze(1) == images.unsqueeze(0)).sum(0)  # (B,)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(b.shape[0], device=x.device) - starts[b]
+        keep = rank < self.max_det
+        b, c, i, scores = b[keep], c[keep], i[keep], scores[keep]
+        return torch.cat((b.unsqueeze(1).to(scores.dtype), boxes[b, i], scores.unsqueeze(1),
+                          c.unsqueeze(1).to(scores.dtype)), 1)
+
+
+class RawOutputs(nn.Module):
+    """The detector as a graph of its raw level outputs (a tuple, one named output each)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return tuple(self.model(x))
+
+
+def detections_to_predictions(detections, batch_size: int) -> List[Dict[str, torch.Tensor]]:
+    """(K, 7) ``[b, x1, y1, x2, y2, score, label]`` -> per image ``{"boxes", "scores", "labels"}``."""
+    det = torch.as_tensor(detections).float()
+    out = []
+    for b in range(batch_size):
+        d = det[det[:, 0] == b]
+        out.append({"boxes": d[:, 1:5], "scores": d[:, 5], "labels": d[:, 6].long()})
+    return out
+
+
+def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+    if h % 32 or w % 32:
+        raise ValueError(f"export size must be a multiple of 32, got {h}x{w}")
+    return h, w
+
+
+def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 320, batch: int = 1,
+                dynamic: bool = False, nms: bool = False, half: bool = False,
+                conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 100,
+                names: Optional[Sequence[str]] = None, opset: int = 17, device="cpu",
+                fuse: bool = True) -> Path:
+    """Export ``model`` (a :class:`~detector.models.detector.Detector`) to ``path`` and check it.
+
+    ``dynamic`` makes batch, height and width free (multiples of 32); ``half`` exports float16
+    weights and input (for GPU runtimes; it needs ``device="cuda"``). The model is copied, so the
+    caller's model is left as it was. Returns the path after ``onnx.checker`` accepted the file.
+    """
+    import onnx
+
+    h, w = _size_hw(img_size)
+    device = torch.device(device)
+    if half and device.type != "cuda":
+        raise ValueError("--half export needs a CUDA device (float16 convolutions are a GPU "
+                         "feature; ONNX Runtime's CPU provider has no float16 kernels for them)")
+    net = copy.deepcopy(model).to(device).eval()
+    if fuse and hasattr(net, "fuse"):
+        net.fuse()
+    if half:
+        net.half()
+    num_levels = len(net.strides)
+    if nms:
+        wrapper = DetectorWithNMS(net, conf_thres, iou_thres, max_det)
+        output_names = ["detections"]
+    else:
+        wrapper = RawOutputs(net)
+        output_names = [f"out_s{s}" for s in net.strides]
+    dummy = torch.zeros(batch, 3, h, w, device=device, dtype=torch.float16 if half else torch.float32)
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
+        if nms:
+            dynamic_axes["detections"] = {0: "num_detections"}
+        else:
+            for name in output_names:
+                dynamic_axes[name] = {0: "batch", 2: f"{name}_h", 3: f"{name}_w"}
+    elif nms:
+        dynamic_axes = {"detections": {0: "num_detections"}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape checks turned constant
+        torch.onnx.export(wrapper, (dummy,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=output_names,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    proto = onnx.load(str(path))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "names": list(names) if names is not None else [str(i) for i in range(net.num_classes)],
+        "num_classes": int(net.num_classes),
+        "img_size": None if dynamic else [h, w],
+        "batch": None if dynamic else int(batch),
+        "strides": [int(s) for s in net.strides],
+        "num_levels": num_levels,
+        "nms": bool(nms),
+        "half": bool(half),
+        "model": getattr(net, "config", {}),
+    }
+    if nms:
+        meta.update(conf_thres=float(conf_thres), iou_thres=float(iou_thres), max_det=int(max_det))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    proto.producer_name = "cspdet"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def read_metadata(path_or_proto) -> Dict[str, Any]:
+    """The ``cspdet`` metadata of an exported file (empty dict for a foreign ONNX model)."""
+    import onnx
+
+    proto = path_or_proto if hasattr(path_or_proto, "metadata_props") else onnx.load(
+        str(path_or_proto), load_external_data=False)
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    return {}

@@ -1,0 +1,139 @@
+"""ONNX Runtime backend for exported detectors (evaluation, demo, benchmark).
+
+:class:`ONNXRuntimeDetector` mirrors the PyTorch detector's interface: ``det(x)`` gives the raw
+level outputs and ``det.decode(raw)`` the decoded boxes -- the decoder is the PyTorch head's,
+rebuilt from the model config stored in the file, so both engines decode identically -- or,
+for a graph exported with NMS, ``det.predict(x)`` gives final boxes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .onnx_export import detections_to_predictions, read_metadata
+
+_GLOBAL_POOL: Optional[int] = None
+
+
+def use_global_thread_pool(threads: int) -> bool:
+    """Make every later session share one intra-op pool of ``threads`` threads.
+
+    Sessions timed alternately in one process must share their threads: with a pool per
+    session, the idle pool of the session that just ran keeps spinning on a core and the next
+    model runs up to 3x slower (measured here, DESIGN.md section 7). Must run before the first
+    session is created; returns False when the process already has a different setting.
+    """
+    global _GLOBAL_POOL
+    if _GLOBAL_POOL is not None:
+        return _GLOBAL_POOL == threads
+    from onnxruntime.capi import _pybind_state
+
+    try:
+        _pybind_state.set_global_thread_pool_sizes(int(threads), 1)
+    except Exception:  # the ORT environment exists already (a session was made before)
+        return False
+    _GLOBAL_POOL = int(threads)
+    return True
+
+
+def make_session(path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
+    """An ``InferenceSession`` with ``threads`` intra-op threads (None = ORT's default).
+
+    After :func:`use_global_thread_pool` the session uses the shared pool instead.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if _GLOBAL_POOL is not None:
+        opts.use_per_session_threads = False
+    elif threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+
+
+class ONNXRuntimeDetector:
+    """An exported detector run by ONNX Runtime, with the PyTorch detector's interface."""
+
+    def __init__(self, path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        self.path = path
+        self.meta = read_metadata(path)
+        if not self.meta:
+            raise ValueError(f"{path} was not exported by tools/export.py (no '{'cspdet'}' metadata); "
+                             "cannot tell its classes and box decoding")
+        self.session = make_session(path, threads, providers)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.names: List[str] = list(self.meta["names"])
+        self.num_classes = int(self.meta["num_classes"])
+        self.strides = list(self.meta["strides"])
+        self.has_nms = bool(self.meta.get("nms"))
+        size = self.meta.get("img_size")
+        self.img_size = tuple(size) if size else None  # (h, w) for a fixed-size export
+        self.batch = self.meta.get("batch")
+        self._decoder = None
+
+    def __repr__(self):
+        return f"ONNXRuntimeDetector({self.path.name}, nms={self.has_nms}, size={self.img_size})"
+
+    def _check_input(self, x) -> np.ndarray:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) batch, got {x.shape}")
+        if self.img_size and tuple(x.shape[2:]) != self.img_size:
+            raise ValueError(f"{self.path.name} was exported for {self.img_size[0]}x{self.img_size[1]} "
+                             f"input, got {x.shape[2]}x{x.shape[3]}; use that size or export with --dynamic")
+        if self.batch and x.shape[0] != self.batch:
+            raise ValueError(f"{self.path.name} was exported for batch {self.batch}, got {x.shape[0]}; "
+                             "export with --dynamic (or --batch) for other batch sizes")
+        return np.ascontiguousarray(x, dtype=self.input_dtype)
+
+    def run(self, x) -> List[np.ndarray]:
+        """The graph's outputs as numpy arrays (x: float (B, 3, H, W) RGB in [0, 1])."""
+        return self.session.run(self.output_names, {self.input_name: self._check_input(x)})
+
+    def __call__(self, x) -> List[torch.Tensor]:
+        """Raw level outputs as float tensors, like ``Detector.forward``."""
+        if self.has_nms:
+            raise RuntimeError(f"{self.path.name} has NMS inside; call predict() for its final boxes")
+        return [torch.from_numpy(o).float() for o in self.run(x)]
+
+    @property
+    def decoder(self):
+        """The PyTorch head that decodes the raw outputs (built once from the stored config)."""
+        if self._decoder is None:
+            from ..models.builder import build_model
+
+            model_cfg = dict(self.meta["model"])
+            model_cfg["num_classes"] = self.num_classes
+            self._decoder = build_model({"model": model_cfg}).eval()
+        return self._decoder
+
+    def decode(self, raw: Sequence[torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.decoder.decode(list(raw))
+
+    def predict(self, x, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300
+                ) -> List[Dict[str, torch.Tensor]]:
+        """Per image ``{"boxes", "scores", "labels"}`` in input pixels.
+
+        For a graph with NMS the thresholds baked in at export time apply (see ``meta``).
+        """
+        if self.has_nms:
+            (dets,) = self.run(x)
+            return detections_to_predictions(torch.from_numpy(dets), x.shape[0])
+        from ..models.postprocess import postprocess
+
+        return postprocess(self.decode(self(x)), conf_thres, iou_thres, max_det)

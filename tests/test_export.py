@@ -1,0 +1,151 @@
+"""ONNX export: the graph must compute what PyTorch computes, in ONNX Runtime and OpenCV DNN."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from detector import build_model
+from detector.engine.checkpoint import save_checkpoint
+from detector.export.onnx_export import export_onnx, read_metadata
+from detector.export.onnx_runtime import ONNXRuntimeDetector
+from detector.models.postprocess import postprocess
+
+# A small real detector (PeleeNet + EFM(SAM) + YOLO head) at a small input keeps this quick.
+SMALL = {"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
+                   "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}}
+NAMES = ["cat", "dog", "bird"]
+
+
+def _small_model(seed=0):
+    """Random weights with BatchNorm statistics measured on a few batches, as in a trained model
+    (default statistics let activations grow to ~1e2, far from what a real export sees)."""
+    torch.manual_seed(seed)
+    model = build_model(SMALL)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 3, 128, 128))
+        for pred in model.head.preds:  # spread the scores so that NMS has real choices to make
+            pred.weight.mul_(0.05)
+            pred.bias.normal_(0, 1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _small_model()
+
+
+@pytest.fixture(scope="module")
+def raw_onnx(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "raw.onnx", 128, names=NAMES)
+
+
+def _fused(model):
+    return copy.deepcopy(model).fuse()
+
+
+def test_raw_export_equals_pytorch_in_onnxruntime(model, raw_onnx):
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    ort_model = ONNXRuntimeDetector(raw_onnx)
+    out = ort_model(x)
+    assert ort_model.output_names == ["out_s8", "out_s16", "out_s32"]
+    assert [o.shape for o in out] == [r.shape for r in ref]
+    for r, o in zip(ref, out):
+        assert (r - o).abs().max().item() < 1e-4
+    meta = read_metadata(raw_onnx)
+    assert meta["names"] == NAMES and meta["img_size"] == [128, 128] and not meta["nms"]
+    # the decoder rebuilt from the stored config decodes like the PyTorch model
+    torch.testing.assert_close(ort_model.decode(out), model.decode(ref), atol=1e-3, rtol=1e-4)
+
+
+def test_raw_export_runs_in_opencv_dnn(model, raw_onnx):
+    cv2 = pytest.importorskip("cv2")
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x)
+    net = cv2.dnn.readNetFromONNX(str(raw_onnx))
+    net.setInput(x.numpy())
+    outs = net.forward(["out_s8", "out_s16", "out_s32"])
+    for r, o in zip(ref, outs):
+        assert o.shape == tuple(r.shape)
+        assert np.abs(r.numpy() - o).max() < 1e-4
+
+
+def test_dynamic_export_takes_other_batch_and_size(model, tmp_path):
+    path = export_onnx(model, tmp_path / "dyn.onnx", 128, dynamic=True, names=NAMES)
+    x = torch.rand(2, 3, 96, 160, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(x)
+    out = ONNXRuntimeDetector(path)(x)
+    for r, o in zip(ref, out):
+        assert r.shape == o.shape and (r - o).abs().max().item() < 1e-4
+
+
+def test_fixed_export_refuses_other_sizes_clearly(raw_onnx):
+    fixed = ONNXRuntimeDetector(raw_onnx)
+    with pytest.raises(ValueError, match="exported for 128x128"):
+        fixed(torch.zeros(1, 3, 96, 160))
+    with pytest.raises(ValueError, match="batch 1"):
+        fixed(torch.zeros(2, 3, 128, 128))
+
+
+def _canonical(pred):
+    a = torch.cat([pred["boxes"].float(), pred["scores"][:, None].float(), pred["labels"][:, None].float()], 1)
+    return a[torch.argsort(a[:, 4], descending=True)]
+
+
+def test_nms_export_gives_the_pytorch_pipelines_boxes(model, tmp_path):
+    conf, iou, max_det = 0.3, 0.45, 25
+    path = export_onnx(model, tmp_path / "nms.onnx", 128, dynamic=True, nms=True,
+                       conf_thres=conf, iou_thres=iou, max_det=max_det, names=NAMES)
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = postprocess(_fused(model).decode(_fused(model)(x)), conf, iou, max_det)
+    ort_model = ONNXRuntimeDetector(path)
+    assert ort_model.has_nms and ort_model.meta["conf_thres"] == conf
+    out = ort_model.predict(x)
+    assert len(out) == 2
+    assert max(len(r["boxes"]) for r in ref) == max_det  # the per-image cap is exercised
+    assert min(len(r["boxes"]) for r in ref) > 0
+    for r, o in zip(ref, out):
+        assert 0 < len(r["boxes"]) <= max_det
+        assert len(o["boxes"]) == len(r["boxes"])
+        torch.testing.assert_close(_canonical(o), _canonical(r), atol=1e-3, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="predict"):
+        ort_model(x)
+
+
+def test_export_cli_from_checkpoint(model, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "export_tool", Path(__file__).resolve().parents[1] / "tools" / "export.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ckpt = save_checkpoint({"model": model.state_dict(), "config": {"model": model.config},
+                            "names": NAMES, "epoch": 1}, tmp_path / "best.pt")
+    assert tool.main(["--weights", str(ckpt), "--size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "onnx.checker: ok" in out and "max abs difference" in out
+    diff = float(out.split("max abs difference")[1].split()[0])
+    assert diff < 1e-4
+    path = tmp_path / "best_128.onnx"
+    assert path.is_file() and read_metadata(path)["names"] == NAMES
+    with pytest.raises(SystemExit):
+        tool.main(["--weights", str(ckpt), "--half"])  # float16 needs CUDA
+
+
+def test_foreign_onnx_is_a_clear_error(tmp_path):
+    net = torch.nn.Conv2d(3, 4, 1)
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "other.onnx"), dynamo=False)
+    with pytest.raises(ValueError, match="not exported by tools/export.py"):
+        ONNXRuntimeDetector(tmp_path / "other.onnx")
