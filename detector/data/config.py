@@ -61,6 +61,8 @@ class DataConfig:
         if self.format not in FORMATS:
             raise ConfigError(f"data.format must be one of {FORMATS}, got '{self.format}'")
         self.names = tuple(str(n) for n in (self.names or ()))
+        if self.generate is not None:
+            self.generate = from_dict(GenerateConfig, self.generate, "data.generate")
         for split in ("train", "val"):
             value = getattr(self, split)
             if value is None:

@@ -136,7 +136,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     gx, gy = rng.normal(0, 30, 2)
     img = base + tint[None, None] + (gx * xx / w + gy * yy / h)[..., None]
     cells = int(rng.integers(4, 16))
-    blobs = rng.normal(0, rng.uniform(10, 30), (cells, cells, 3)).astype(np.float32)
+    sigma = rng.uniform(10, 30)
+    blobs = (rng.normal(0, sigma, (cells, cells, 1)) + rng.normal(0, sigma / 3, (cells, cells, 3)))
+    blobs = blobs.astype(np.float32)
     img = img + cv2.resize(blobs, (w, h), interpolation=cv2.INTER_CUBIC)
     freq, theta = rng.uniform(0.03, 0.2), rng.uniform(0, math.pi)
     grating = np.sin(freq * (xx * math.cos(theta) + yy * math.sin(theta)) + rng.uniform(0, 6.28))
