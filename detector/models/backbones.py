@@ -62,6 +62,7 @@ class StageConfig:
     bottle_ratio: Optional[float] = None
     groups: int = 1
     growth_rate: int = 32
+    shortcut: str = "projection"  # ResNet blocks: projection (torchvision) | darknet (no params)
     transition: bool = False     # plain stages: 1x1 transition conv at the end (DenseNet)
 
 
@@ -138,6 +139,7 @@ class CSPBackbone(nn.Module):
         self.stage_channels, self.stage_strides = [], []
         for i, s in enumerate(parse_stages(cfg)):
             opts = dict(norm=norm, act=act, groups=s.groups, growth_rate=s.growth_rate,
+                        shortcut=s.shortcut,
                         block_ratio=s.block_ratio, down=s.down, down_kernel=s.down_kernel,
                         down_channels=s.down_channels, down_groups=s.down_groups)
             if s.bottle_ratio is not None:

@@ -100,16 +100,16 @@ class ResNetBasicBlock(nn.Module):
     """ResNet basic block: 3x3 -> 3x3 (linear) + shortcut, then the activation."""
 
     def __init__(self, in_channels, out_channels, stride=1, *, norm=nn.BatchNorm2d, act=nn.ReLU,
-                 groups=1, **_):
+                 groups=1, shortcut="projection", **_):
         super().__init__()
         self.conv1 = ConvNormAct(in_channels, out_channels, 3, stride, groups, norm, act)
         self.conv2 = ConvNormAct(out_channels, out_channels, 3, 1, groups, norm, act, apply_act=False)
-        self.shortcut = _projection(in_channels, out_channels, stride, norm)
+        self.shortcut = _shortcut(shortcut, in_channels, out_channels, stride, norm)
         self.act = get_act(act)()
         self.out_channels = out_channels
 
     def forward(self, x):
-        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+        return self.act(self.shortcut(self.conv2(self.conv1(x)), x))
 
 
 class ResNetBottleneck(nn.Module):
@@ -120,7 +120,7 @@ class ResNetBottleneck(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, stride=1, *, bottle_ratio=0.25, groups=1,
-                 norm=nn.BatchNorm2d, act=nn.ReLU, **_):
+                 norm=nn.BatchNorm2d, act=nn.ReLU, shortcut="projection", **_):
         super().__init__()
         mid = int(round(out_channels * bottle_ratio))
         if mid % groups:
@@ -128,12 +128,12 @@ class ResNetBottleneck(nn.Module):
         self.conv1 = ConvNormAct(in_channels, mid, 1, 1, 1, norm, act)
         self.conv2 = ConvNormAct(mid, mid, 3, stride, groups, norm, act)
         self.conv3 = ConvNormAct(mid, out_channels, 1, 1, 1, norm, act, apply_act=False)
-        self.shortcut = _projection(in_channels, out_channels, stride, norm)
+        self.shortcut = _shortcut(shortcut, in_channels, out_channels, stride, norm)
         self.act3 = get_act(act)()
         self.out_channels = out_channels
 
     def forward(self, x):
-        return self.act3(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+        return self.act3(self.shortcut(self.conv3(self.conv2(self.conv1(x))), x))
 
 
 class ResNeXtBottleneck(ResNetBottleneck):
@@ -245,11 +245,34 @@ def get_block(name: str):
     return BLOCKS[name]
 
 
-def _projection(in_channels, out_channels, stride, norm) -> nn.Module:
-    """ResNet shortcut: identity when shapes match, else a 1x1 (strided) conv + norm."""
-    if stride == 1 and in_channels == out_channels:
-        return nn.Identity()
-    return ConvNormAct(in_channels, out_channels, 1, stride, 1, norm, None, apply_act=False)
+class Shortcut(nn.Module):
+    """``residual + shortcut(x)``. ``projection``: identity when shapes match, else a 1x1
+    (strided) conv + norm (torchvision's ResNet). ``darknet``: darknet's parameter-free
+    ``[shortcut]`` layer, which subsamples ``x`` by the stride and adds it to the first
+    ``min(C_in, C_out)`` channels (the layout of the paper's darknet ResNet cfgs)."""
+
+    def __init__(self, kind, in_channels, out_channels, stride, norm):
+        super().__init__()
+        if kind not in ("projection", "darknet"):
+            raise ConfigError(f"unknown shortcut '{kind}'; known: projection, darknet")
+        self.kind, self.stride = kind, stride
+        self.partial = kind == "darknet" and in_channels != out_channels
+        if kind == "projection" and (stride != 1 or in_channels != out_channels):
+            self.proj = ConvNormAct(in_channels, out_channels, 1, stride, 1, norm, None, apply_act=False)
+
+    def forward(self, residual, x):
+        if hasattr(self, "proj"):
+            return residual + self.proj(x)
+        if self.kind == "darknet" and self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        if not self.partial:
+            return residual + x
+        c = min(x.shape[1], residual.shape[1])
+        return torch.cat([residual[:, :c] + x[:, :c], residual[:, c:]], 1)
+
+
+def _shortcut(kind, in_channels, out_channels, stride, norm) -> nn.Module:
+    return Shortcut(kind, in_channels, out_channels, stride, norm)
 
 
 def _check_dense_stride(stride):
