@@ -200,8 +200,11 @@ def test_distributed_sampler_used(tmp_path, monkeypatch):
     assert isinstance(loader.sampler, DistributedSampler)
     ids1 = [b["meta"][0]["image_id"] for b in loader]
     ids2 = [b["meta"][0]["image_id"] for b in loader]
-    assert len(ids1) == 2 and loader.sampler.epoch == 1 and loader.epoch == 2
-    assert len(ids2) == 2
+    assert len(ids1) == 2 and len(ids2) == 2
+    assert loader.sampler.epoch == 1 and loader.epoch == 2  # set per pass when the caller does not
+    loader.sampler.set_epoch(7)  # ... and left alone when it does
+    list(loader)
+    assert loader.sampler.epoch == 7
 
 
 def test_ram_cache_gives_the_same_eval_samples(tmp_path):

@@ -42,30 +42,39 @@ class DetectionDataLoader(DataLoader):
     """A DataLoader whose batches are ``images``/``targets``/``meta`` dicts.
 
     Each pass (epoch) counts the images that could not be read and were replaced, logs them
-    at the end of the pass and keeps them in ``skipped_last_epoch``; with a
-    DistributedSampler it calls ``set_epoch`` itself so every epoch shuffles differently.
+    when the pass ends (or is abandoned) and keeps them in ``skipped_last_epoch``. With a
+    DistributedSampler whose epoch the caller does not set, it sets it to the pass number so
+    every epoch shuffles differently.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.epoch = 0
+        self.epoch = 0                     # passes started so far
+        self._auto_epoch = 0
         self.skipped_last_epoch: List[str] = []
 
     def __iter__(self):
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(self.epoch)
+        epoch = self.epoch
+        self.epoch += 1
+        if isinstance(self.sampler, DistributedSampler) and self.sampler.epoch == self._auto_epoch:
+            self.sampler.set_epoch(epoch)  # the caller did not call set_epoch itself
+            self._auto_epoch = epoch
         skipped: Dict[str, int] = {}
-        for batch in super().__iter__():
-            for path in batch.pop("skipped", ()):
-                skipped[path] = skipped.get(path, 0) + 1
-            yield batch
+        try:
+            for batch in super().__iter__():
+                for path in batch.pop("skipped", ()):
+                    skipped[path] = skipped.get(path, 0) + 1
+                yield batch
+        finally:  # also when the caller stops early (the generator is closed)
+            self._report(epoch, skipped)
+
+    def _report(self, epoch: int, skipped: Dict[str, int]) -> None:
         self.skipped_last_epoch = sorted(skipped)
         if skipped:
             shown = ", ".join(self.skipped_last_epoch[:10])
             more = f" ... ({len(skipped) - 10} more)" if len(skipped) > 10 else ""
             log.warning("data epoch %d: %d unreadable image(s) skipped and replaced "
-                        "(%d times): %s%s", self.epoch, len(skipped), sum(skipped.values()), shown, more)
-        self.epoch += 1
+                        "(%d times): %s%s", epoch, len(skipped), sum(skipped.values()), shown, more)
 
 
 def build_dataloader(dataset, batch_size: int, workers: int = 2, shuffle: bool = True,
