@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 
 
@@ -178,8 +178,9 @@ def _bbox(pts: np.ndarray, w: int, h: int):
     x2, y2 = pts.max(0)
     if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
         return None
-    # OpenCV draws vertex (x, y) at the centre of pixel (x, y), i.e. at COCO coordinate x + 0.5
-    return tuple(round(float(v) + 0.5, 2) for v in (x1, y1, x2, y2))
+    # the filled, anti-aliased polygon and its 1 px outline cover pixels x1 .. x2 inclusive,
+    # and pixel i spans [i, i + 1] in COCO coordinates (checked in tests/test_data_shapes.py)
+    return tuple(round(float(v), 2) for v in (x1, y1, x2 + 1, y2 + 1))
 
 
 def _placement_ok(box, boxes) -> bool:
