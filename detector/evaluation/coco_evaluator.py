@@ -76,6 +76,9 @@ class COCOEvaluator:
             raise ValueError(f"{len(predictions)} predictions for {len(metas)} images")
         for pred, meta in zip(predictions, metas):
             image_id = meta["image_id"]
+            if image_id in self._seen:
+                # a data loader replaces an unreadable image by another one: score each image once
+                continue
             self.add_image(image_id)
             boxes = _numpy(pred["boxes"]).reshape(-1, 4).astype(np.float64)
             if boxes.shape[0] == 0:

@@ -79,6 +79,11 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
                 x = images.to(device, non_blocking=True).to(dtype) / 255.0
                 _sync(device)
                 t1 = time.perf_counter()
+                times["pre"] += t1 - t0
+                if n_images == 0:  # warm-up (allocations, kernel selection) is not timed
+                    net.predict(x) if (not is_torch and net.has_nms) else net(x)
+                    _sync(device)
+                    t1 = time.perf_counter()
                 if is_torch:
                     decoded = net.decode(net(x))
                     _sync(device)
@@ -93,7 +98,6 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
                     preds = postprocess(decoded, conf_thres, iou_thres, max_det, multi_label=multi_label)
                 _sync(device)
                 t3 = time.perf_counter()
-                times["pre"] += t1 - t0
                 times["infer"] += t2 - t1
                 times["nms"] += t3 - t2
                 n_images += len(metas)

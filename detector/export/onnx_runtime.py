@@ -95,14 +95,24 @@ class ONNXRuntimeDetector:
         if self.img_size and tuple(x.shape[2:]) != self.img_size:
             raise ValueError(f"{self.path.name} was exported for {self.img_size[0]}x{self.img_size[1]} "
                              f"input, got {x.shape[2]}x{x.shape[3]}; use that size or export with --dynamic")
-        if self.batch and x.shape[0] != self.batch:
+        if self.batch and x.shape[0] > self.batch:
             raise ValueError(f"{self.path.name} was exported for batch {self.batch}, got {x.shape[0]}; "
                              "export with --dynamic (or --batch) for other batch sizes")
         return np.ascontiguousarray(x, dtype=self.input_dtype)
 
     def run(self, x) -> List[np.ndarray]:
-        """The graph's outputs as numpy arrays (x: float (B, 3, H, W) RGB in [0, 1])."""
-        return self.session.run(self.output_names, {self.input_name: self._check_input(x)})
+        """The graph's outputs as numpy arrays (x: float (B, 3, H, W) RGB in [0, 1]).
+
+        A batch smaller than a fixed-batch export's is padded and the padding's outputs dropped.
+        """
+        x = self._check_input(x)
+        n = x.shape[0]
+        if self.batch and n < self.batch:
+            x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), x.dtype)])
+        outs = self.session.run(self.output_names, {self.input_name: x})
+        if self.batch and n < self.batch:
+            outs = [o[o[:, 0] < n] for o in outs] if self.has_nms else [o[:n] for o in outs]
+        return outs
 
     def __call__(self, x) -> List[torch.Tensor]:
         """Raw level outputs as float tensors, like ``Detector.forward``."""
