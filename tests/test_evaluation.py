@@ -142,7 +142,15 @@ def test_category_ids_map_back_to_the_datasets_ids(coco_gt, label_to_cat_id):
     assert dets[0]["bbox"] == pytest.approx([1, 2, 29, 38])  # xywh, original pixels
     assert dets[0]["image_id"] == img_id
     with pytest.raises(ValueError, match="class index 80"):
-        ev.update([{"boxes": np.zeros((1, 4)), "scores": [0.5], "labels": [80]}], [meta])
+        ev.update([{"boxes": np.zeros((1, 4)), "scores": [0.5], "labels": [80]}], [_meta(coco_gt, 25)])
+
+
+def test_an_image_seen_twice_is_scored_once(coco_gt, label_to_cat_id):
+    """A data loader replaces an unreadable image by another: that one must not count twice."""
+    ev = COCOEvaluator(coco_gt, label_to_cat_id)
+    pred = {"boxes": _to_network(np.array([[1, 2, 30, 40]], float)), "scores": [0.9], "labels": [45]}
+    ev.update([pred, pred], [_meta(coco_gt, 9), _meta(coco_gt, 9)])
+    assert len(ev.detections) == 1 and ev.image_ids == [9]
 
 
 def test_empty_predictions_do_not_crash(coco_gt, label_to_cat_id):
