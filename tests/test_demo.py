@@ -1,0 +1,134 @@
+"""The demo, headless: generated video, image folder, ONNX backend, and its clear errors."""
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector import build_model
+from detector.engine.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
+                   "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}}
+NAMES = ["red", "green", "blue"]
+
+
+def _demo():
+    spec = importlib.util.spec_from_file_location("demo_tool", ROOT / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return _demo()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(SMALL)
+    with torch.no_grad():  # confident random outputs: every frame gets boxes to draw
+        for pred in model.head.preds:
+            pred.bias.add_(6.0)
+    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
+    return save_checkpoint({"model": model.state_dict(), "names": NAMES,
+                            "config": {"model": model.config, "eval": {"img_size": 128}}}, path)
+
+
+def _write_video(path, n=12, size=(160, 120)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    assert writer.isOpened()
+    for i in range(n):
+        frame = np.full((size[1], size[0], 3), 40, np.uint8)
+        cv2.circle(frame, (20 + 10 * i, 60), 15, (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _count_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_video_headless_saves_every_frame_annotated(demo, checkpoint, tmp_path):
+    video = _write_video(tmp_path / "clip.avi")
+    stats = demo.run(demo.parse_args(["--weights", str(checkpoint), "--source", str(video), "--no-show",
+                                      "--save", "--save-dir", str(tmp_path / "out")]))
+    assert stats["frames"] == 12 and stats["dropped"] == 0  # a file source never drops frames
+    (out,) = stats["saved"]
+    assert Path(out).suffix == ".mp4" and _count_frames(out) == 12
+    # the boxes were drawn: the saved frames differ from the plain input
+    cap_in, cap_out = cv2.VideoCapture(str(video)), cv2.VideoCapture(out)
+    a, b = cap_in.read()[1], cap_out.read()[1]
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 5
+
+
+def test_image_folder_with_a_broken_file(demo, checkpoint, tmp_path, caplog):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(src / f"im{i}.jpg"), np.full((90 + 10 * i, 130, 3), 80 * i, np.uint8))
+    (src / "broken.png").write_bytes(b"not an image")
+    (src / "notes.txt").write_text("ignored")
+    with caplog.at_level("WARNING"):
+        stats = demo.run(demo.parse_args(["--weights", str(checkpoint), "--source", str(src), "--no-show",
+                                          "--save", "--save-dir", str(tmp_path / "out")]))
+    assert stats["frames"] == 2
+    assert sorted(Path(p).name for p in stats["saved"]) == ["im0.jpg", "im1.jpg"]
+    assert cv2.imread(stats["saved"][1]).shape == (100, 130, 3)  # original size kept
+    assert "broken.png" in caplog.text
+
+
+def test_onnx_backend_and_max_frames(demo, checkpoint, tmp_path):
+    from detector.export.loading import load_model
+    from detector.export.onnx_export import export_onnx
+
+    loaded = load_model(checkpoint)
+    onnx_path = export_onnx(loaded.model, tmp_path / "small.onnx", 128, names=NAMES)
+    video = _write_video(tmp_path / "clip.avi", n=6)
+    stats = demo.run(demo.parse_args(["--weights", str(onnx_path), "--source", str(video), "--no-show",
+                                      "--max-frames", "4"]))
+    assert stats["frames"] == 4 and stats["saved"] == []
+    # both backends find the same boxes on a frame
+    frame = cv2.VideoCapture(str(video)).read()[1]
+    by_torch = demo.FrameDetector(loaded, 128, 0.5, 0.45, 100)(frame)
+    by_onnx = demo.FrameDetector(load_model(onnx_path), 128, 0.5, 0.45, 100)(frame)
+    assert len(by_torch[0]) == len(by_onnx[0]) > 0
+    np.testing.assert_allclose(np.sort(by_torch[1]), np.sort(by_onnx[1]), atol=1e-4)
+
+
+def test_clear_errors(demo, checkpoint, tmp_path, capsys, monkeypatch):
+    # a camera that cannot be opened
+    assert demo.main(["--weights", str(checkpoint), "--source", "57", "--no-show"]) == 2
+    assert "cannot open camera 57" in capsys.readouterr().err
+    # a missing file
+    assert demo.main(["--weights", str(checkpoint), "--source", str(tmp_path / "nope.mp4"), "--no-show"]) == 2
+    assert "source not found" in capsys.readouterr().err
+    # a headless OpenCV build: say how to get the window back
+    monkeypatch.setattr(demo.cv2, "getBuildInformation", lambda: "  Video I/O:\n  GUI:     NONE\n")
+    assert demo.opencv_gui_backend() == "NONE"
+    assert demo.main(["--weights", str(checkpoint), "--source", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--no-show" in err and 'pip install --no-deps --force-reinstall "opencv-python>=4.9"' in err
+
+
+def test_source_kinds(demo, tmp_path):
+    assert demo.classify_source("0") == ("camera", 0)
+    assert demo.classify_source("rtsp://10.0.0.2/live")[0] == "stream"
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    assert demo.classify_source(str(img)) == ("image", [img])
+    with pytest.raises(demo.DemoError, match="no images or videos"):
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        demo.classify_source(str(empty))
