@@ -58,7 +58,8 @@ class StageConfig:
     expand_act: bool = True      # False: linear split conv (timm's cross_linear)
     transition_channels: Optional[int] = None
     # block options
-    block_ratio: float = 1.0     # block output width relative to out_channels
+    block_ratio: Optional[float] = None  # block width / out_channels; None: the split part
+                                         # (CSP) or out_channels (plain)
     bottle_ratio: Optional[float] = None
     groups: int = 1
     growth_rate: int = 32
@@ -227,7 +228,7 @@ class CSPNet(CSPBackbone):
             stages.append(StageConfig(
                 depth=int(n), out_channels=int(out), block=block, stride=2 if downsample else 1,
                 down="conv" if downsample else "none", down_kernel=pre_kernel_size,
-                down_channels=int(out), split_ratio=split_ratio, block_ratio=split_ratio))
+                down_channels=int(out), split_ratio=split_ratio))
         cfg = CSPNetConfig(name="cspnet", in_channels=in_channels, num_classes=num_classes,
                            stem=stem, stages=tuple(stages), norm=norm, act=act, act_slope=None,
                            feature_channels=feature_channels, global_pool=global_pool,

@@ -320,7 +320,7 @@ class CSPStage(nn.Module):
                  down_channels: Optional[int] = None, down_groups: int = 1,
                  split_ratio: float = 0.5, fusion: str = "both",
                  split: str = "conv", expand_ratio: float = 1.0, expand_act: bool = True,
-                 block_ratio: float = 1.0, transition_channels: Optional[int] = None,
+                 block_ratio: Optional[float] = None, transition_channels: Optional[int] = None,
                  norm=nn.BatchNorm2d, act=nn.ReLU, **block_options):
         super().__init__()
         if not 0.0 < float(split_ratio) < 1.0:
@@ -353,7 +353,8 @@ class CSPStage(nn.Module):
             self.conv_part1 = ConvNormAct(channels, bypass, 1, 1, 1, norm, exp_act)
             self.conv_part2 = ConvNormAct(channels, block_in, 1, 1, 1, norm, exp_act)
 
-        block_out = int(round(out_channels * block_ratio))
+        # residual blocks keep the width of the part they work on unless told otherwise
+        block_out = block_in if block_ratio is None else int(round(out_channels * block_ratio))
         self.blocks = nn.Sequential()
         c = block_in
         for i in range(depth):
@@ -399,7 +400,7 @@ class PlainStage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, depth: int, block: str = "bottleneck",
                  stride: int = 2, *, down: str = "block", down_kernel: int = 3,
                  down_channels: Optional[int] = None, down_groups: int = 1, transition: bool = False,
-                 block_ratio: float = 1.0, norm=nn.BatchNorm2d, act=nn.ReLU, **block_options):
+                 block_ratio: Optional[float] = None, norm=nn.BatchNorm2d, act=nn.ReLU, **block_options):
         super().__init__()
         block_cls = get_block(block)
         down_mod, c = make_down(down, in_channels, down_channels or out_channels, stride,
@@ -407,7 +408,7 @@ class PlainStage(nn.Module):
         if down_mod is not None:
             self.conv_down = down_mod
         first_stride = stride if down == "block" else 1
-        block_out = int(round(out_channels * block_ratio))
+        block_out = out_channels if block_ratio is None else int(round(out_channels * block_ratio))
         self.blocks = nn.Sequential()
         for i in range(depth):
             blk = block_cls(c, block_out, first_stride if i == 0 else 1, norm=norm, act=act,
