@@ -28,7 +28,11 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, repeatable, e.g. -o model.num_classes=0")
     args = ap.parse_args(argv)
-    model = build_model(args.cfg, args.override)
+    try:
+        model = build_model(args.cfg, args.override)
+    except ValueError as e:  # ConfigError included: bad key, block name, split ratio...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     is_detector = not hasattr(model, "stages")
     sizes = args.size or [320 if is_detector else 224]
     for i, size in enumerate(sizes):
