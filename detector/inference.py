@@ -21,24 +21,25 @@ import torch
 from .config import ConfigError, load_config
 from .data.letterbox import letterbox, unletterbox_boxes
 from .engine.checkpoint import load_checkpoint, load_state_strict, model_state
-from .models.detector import build_detector
+from .models.detector import REPO_ROOT, build_detector
 from .models.postprocess import postprocess
 
 Source = Union[str, os.PathLike, Mapping]
 
 
-def _names_from_config(cfg: Mapping, num_classes: int) -> List[str]:
-    """Class names from the config's data section when they fit the model, else "0", "1", ..."""
+def _data_names(cfg: Mapping) -> Optional[List[str]]:
+    """Class names of the config's data section (path or mapping), or None when unavailable."""
     data = cfg.get("data")
+    if data is None:
+        return None
+    if isinstance(data, (str, os.PathLike)) and not Path(data).is_file() and (REPO_ROOT / data).is_file():
+        data = str(REPO_ROOT / data)
     try:
-        from .data import load_data_config  # the data package's loader, when present
+        from .data import load_data_config
 
-        names = list(load_data_config(data).names) if data is not None else []
-    except Exception:  # no data section, missing file or no loader: numbered names will do
-        names = list(data.get("names", [])) if isinstance(data, Mapping) else []
-    if isinstance(names, Mapping):
-        names = [names[k] for k in sorted(names)]
-    return [str(n) for n in names] if len(names) == num_classes else [str(i) for i in range(num_classes)]
+        return [str(n) for n in load_data_config(data).names]
+    except Exception:  # missing file or malformed data section: the model's numbering will do
+        return None
 
 
 class Predictor:
@@ -60,13 +61,18 @@ class Predictor:
                                   "(ckpt['config']['model']); was it written by the trainer?")
             self.model = build_detector(cfg["model"])
             load_state_strict(self.model, model_state(ckpt), what=str(weights_or_cfg))
-            names = ckpt.get("names")
-            self.names = ([str(n) for n in names] if names is not None
-                          else _names_from_config(cfg, self.model.num_classes))
-        else:
+            names = ckpt.get("names") or _data_names(cfg)
+            if not names or len(names) != self.model.num_classes:
+                names = [str(i) for i in range(self.model.num_classes)]
+            self.names = [str(n) for n in names]
+        else:  # a config: random weights, classes from its data section as in training
             cfg = load_config(weights_or_cfg)
-            self.model = build_detector(cfg["model"] if "model" in cfg else cfg)
-            self.names = _names_from_config(cfg, self.model.num_classes)
+            model_cfg = dict(cfg["model"] if "model" in cfg else cfg)
+            names = _data_names(cfg)
+            if names:
+                model_cfg["num_classes"] = len(names)
+            self.model = build_detector(model_cfg)
+            self.names = names or [str(i) for i in range(self.model.num_classes)]
         if len(self.names) != self.model.num_classes:
             raise ConfigError(f"{len(self.names)} class names for a model of "
                               f"{self.model.num_classes} classes")

@@ -101,17 +101,27 @@ def sizes_from_yolo(labels_dir: str, images_dir: str, img_size: int) -> np.ndarr
 
 
 def sizes_from_data_config(data: str, img_size: int) -> np.ndarray:
-    """Box sizes of a data config's training split, through the project's dataset loader."""
+    """Box sizes of a data config's training split, from the project's label scan (images are
+    read only for YOLO txt labels, whose boxes are normalised)."""
+    import cv2
     from tqdm import tqdm
 
-    from detector.data import build_dataset, load_data_config
+    from detector.data import build_dataset
 
-    dataset = build_dataset(load_data_config(data), "train", img_size, augment=False, hyp=None)
+    dataset = build_dataset(data, "train", img_size)
     wh = []
-    for i in tqdm(range(len(dataset)), desc="dataset"):
-        targets = dataset[i]["targets"] if isinstance(dataset[i], dict) else dataset[i][1]
-        t = np.asarray(targets, dtype=np.float64).reshape(-1, 5)
-        wh.append(t[:, 3:5] - t[:, 1:3])
+    for rec in tqdm(dataset.records, desc="labels"):
+        if not len(rec.boxes):
+            continue
+        hw = rec.hw
+        if rec.normalized or hw is None:
+            img = cv2.imread(rec.path, cv2.IMREAD_UNCHANGED)
+            if img is None:
+                print(f"skipping unreadable image {rec.path}", file=sys.stderr)
+                continue
+            hw = img.shape[:2]
+        boxes = rec.boxes * (np.array([hw[1], hw[0], hw[1], hw[0]]) if rec.normalized else 1)
+        wh.append((boxes[:, 2:4] - boxes[:, 0:2]) * img_size / max(hw))
     return np.concatenate(wh, 0) if wh else np.zeros((0, 2))
 
 

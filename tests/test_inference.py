@@ -1,0 +1,104 @@
+"""The three-line inference API: configs and checkpoints, odd image sizes and formats."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detector.engine.checkpoint import CheckpointError, save_checkpoint
+from detector.inference import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGSHIP = ROOT / "configs/csppelee_efm_sam.yaml"
+SHAPES = ["circle", "square", "triangle", "star", "cross"]  # configs/data/shapes.yaml
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return Predictor(FLAGSHIP, img_size=64, conf_thres=0.0005)
+
+
+def check_result(res, shape):
+    h, w = shape[:2]
+    assert set(res) == {"boxes", "scores", "labels", "names"}
+    assert res["boxes"].dtype == np.float32 and res["boxes"].shape[1:] == (4,)
+    assert res["scores"].dtype == np.float32 and res["labels"].dtype == np.int64
+    assert len(res["boxes"]) == len(res["scores"]) == len(res["labels"]) == len(res["names"])
+    if len(res["boxes"]):
+        b = res["boxes"]
+        assert (b[:, [0, 2]] >= 0).all() and (b[:, [0, 2]] <= w).all()
+        assert (b[:, [1, 3]] >= 0).all() and (b[:, [1, 3]] <= h).all()
+        assert all(n in SHAPES for n in res["names"])
+
+
+def test_config_predictor_takes_classes_from_the_data(predictor):
+    assert predictor.names == SHAPES and predictor.model.num_classes == 5
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in predictor.model.modules())  # fused
+
+
+def test_any_size_gray_bgra_and_lists(predictor):
+    rng = np.random.default_rng(0)
+    odd = rng.integers(0, 255, (100, 150, 3), dtype=np.uint8)  # not a multiple of 32
+    res = predictor(odd)
+    assert isinstance(res, dict)
+    check_result(res, odd.shape)
+    gray = rng.integers(0, 255, (77, 45), dtype=np.uint8)
+    bgra = rng.integers(0, 255, (333, 500, 4), dtype=np.uint8)
+    results = predictor([odd, gray, bgra])
+    assert isinstance(results, list) and len(results) == 3
+    for res, img in zip(results, (odd, gray, bgra)):
+        check_result(res, img.shape)
+    assert predictor([]) == []
+
+
+def test_bad_images_are_clear_errors(predictor):
+    with pytest.raises(ValueError, match="unsupported image shape"):
+        predictor(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(TypeError, match="numpy image"):
+        predictor([torch.zeros(3, 10, 10)])
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def test_boxes_are_mapped_back_through_the_letterbox(predictor, monkeypatch):
+    # a 100x150 (h x w) image at img_size 64: ratio 64/150, resized to 43x64, 10 px padding on top
+    img = np.zeros((100, 150, 3), np.uint8)
+    ratio, top = 64 / 150, (64 - round(100 * 64 / 150)) // 2
+    assert top == 10
+    nc = 5
+    raw = [torch.full((1, 3, 5 + nc, 64 // s, 64 // s), -20.0) for s in (8, 16, 32)]
+    cell = raw[0][0, 1, :, 3, 3]  # stride 8, anchor 16x30, cell (gy 3, gx 3): box [20, 13, 36, 43]
+    cell[:4] = 0.0
+    cell[4] = _logit(0.9)
+    cell[5 + 2] = _logit(0.8)
+    raw = [r.reshape(1, -1, r.shape[3], r.shape[4]) for r in raw]
+    monkeypatch.setattr(predictor.model, "forward", lambda x: raw)
+    res = predictor(img)
+    expected = np.array([[20 / ratio, (13 - top) / ratio, 36 / ratio, (43 - top) / ratio]], np.float32)
+    np.testing.assert_allclose(res["boxes"], expected, atol=1e-3)
+    np.testing.assert_allclose(res["scores"], [0.72], atol=1e-5)
+    assert res["labels"].tolist() == [2] and res["names"] == ["triangle"]
+
+
+def test_checkpoint_predictor_matches_the_model(tmp_path):
+    torch.manual_seed(1)
+    source = Predictor(FLAGSHIP, img_size=64, fuse=False)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint({"model": source.model.state_dict(),
+                     "config": {"model": source.model.config, "data": "configs/data/shapes.yaml"},
+                     "names": SHAPES, "epoch": 3}, ckpt)
+    loaded = Predictor(ckpt, img_size=64)
+    assert loaded.names == SHAPES
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(source.model(x), loaded.model(x)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    other = tmp_path / "other.pt"
+    cfg = dict(source.model.config, num_classes=7)
+    save_checkpoint({"model": source.model.state_dict(), "config": {"model": cfg}}, other)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        Predictor(other)
