@@ -1,0 +1,68 @@
+"""tools/benchmark.py: its memory measure is exact, and a tiny run fills the results table."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """model:
+  num_classes: 3
+  backbone: configs/backbones/resnet10.yaml
+  neck: {type: efm, channels: 8}
+  head: {width: 16}
+"""
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_activation_memory_counts_live_tensors(bench):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    # at most two maps are alive at once; the largest pair is conv2's and relu2's (16 ch each)
+    assert bench.peak_activation_bytes(net, 32) == 2 * 16 * 32 * 32 * 4
+    # a view (a CSP-style channel split) shares its storage and is not counted twice
+    class Split(torch.nn.Module):
+        def forward(self, x):
+            y = x * 2
+            a, b = y.chunk(2, 1)
+            return torch.cat((a, b), 1)
+    assert bench.peak_activation_bytes(Split(), 32) == 2 * 3 * 32 * 32 * 4
+
+
+def test_write_section_keeps_the_rest_of_the_file(bench, tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nintro by the lead\n\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\n\n## Accuracy\n")
+    bench.write_section(path, "<!-- benchmark:start -->\nnew table\n<!-- benchmark:end -->")
+    text = path.read_text()
+    assert "intro by the lead" in text and "## Accuracy" in text and "new table" in text and "old" not in text
+    fresh = tmp_path / "new.md"
+    bench.write_section(fresh, "<!-- benchmark:start -->\nt\n<!-- benchmark:end -->")
+    assert fresh.read_text().count("benchmark:start") == 1
+
+
+def test_tiny_run_writes_the_table(bench, tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Results\n\nkept\n")
+    assert bench.main(["--configs", str(cfg), "--sizes", "64", "--no-peers", "--iters", "2", "--warmup", "1",
+                       "--throughput-batch", "2", "--pairs", "resnet10:cspresnet10", "--backbone-size", "64",
+                       "--output", str(out), "--json", str(tmp_path / "r.json"),
+                       "--cache", str(tmp_path / "onnx")]) == 0
+    text = out.read_text()
+    assert text.startswith("# Results\n\nkept") and "<!-- benchmark:end -->" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tiny | 64 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 11 and all(c not in ("-", "n/a") for c in cells)  # every engine ran
+    assert float(cells[3]) > 0 and float(cells[5]) > 0  # GFLOPs, PyTorch ms
+    pair = next(line for line in text.splitlines() if line.startswith("| resnet10 -> cspresnet10 | 64 |"))
+    assert "%" in pair and "-16%" in pair  # the paper's FLOPs change is quoted beside ours
