@@ -102,3 +102,13 @@ def test_cli_unknown_key_is_a_clear_error(capsys):
     tool = load_tool()
     assert tool.main(["--cfg", str(CFG / "peleenet.yaml"), "-o", "model.stem.chanels=[8]"]) == 2
     assert "unknown config key 'model.stem.chanels'" in capsys.readouterr().err
+
+
+def test_cli_markdown_table_with_paper_figures(capsys):
+    tool = load_tool()
+    assert tool.main(["--table", "--cfg", str(CFG / "peleenet.yaml"), str(CFG / "resnet10.yaml"),
+                      "--size", "64"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| model | params (M) | GFLOPs @64 |")
+    assert lines[2].startswith("| peleenet | 2.802 |") and lines[2].endswith("| 2.79 | 1.017 (224) |")
+    assert lines[3].startswith("| resnet10 | 5.245 |")
