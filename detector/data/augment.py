@@ -62,7 +62,11 @@ class TrainTransform:
         bbox_params = A.BboxParams(format="pascal_voc", label_fields=["class_labels"],
                                    min_width=cfg.min_box_size, min_height=cfg.min_box_size,
                                    min_visibility=cfg.min_visibility, clip=True,
-                                   filter_invalid_bboxes=True)
+                                   filter_invalid_bboxes=True,
+                                   # filter once at the end: visibility = part of the final,
+                                   # scaled box left inside the output (the YOLO rule), and
+                                   # no per-transform checks (faster)
+                                   check_each_transform=False)
         # Albumentations' own HSV transform adds shifts; ColorJitter multiplies (YOLO's gains).
         color = [A.ColorJitter(brightness=cfg.hsv_v, contrast=0.0, saturation=cfg.hsv_s,
                                hue=min(cfg.hsv_h, 0.5), p=1.0)] \

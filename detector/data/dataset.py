@@ -1,5 +1,8 @@
 """A detection dataset over scanned records: decoding, RAM cache, augmentation, bad images.
 
+Mosaic partners come from a buffer of recently decoded images (as in Ultralytics), so a
+mosaic sample decodes one new image instead of four; with the RAM cache, from all images.
+
 An image that cannot be decoded at load time (corrupt, truncated) never stops training: in
 training the sample is replaced by another image (logged, and reported per epoch by the data
 loader); in evaluation a grey placeholder with no boxes keeps the image id (so the metric
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -32,7 +36,8 @@ class DetectionDataset(Dataset):
     def __init__(self, records: Sequence[ImageRecord], names: Sequence[str],
                  label_to_cat_id: Sequence[int], img_size: int,
                  augment: Optional[AugmentConfig] = None, cache: bool = False,
-                 gt: Optional[dict] = None, name: str = "dataset", seed: int = 0):
+                 gt: Optional[dict] = None, name: str = "dataset", seed: int = 0,
+                 buffer_size: int = 128):
         if not records:
             raise ValueError(f"{name}: no usable images (see the warnings above)")
         self.records = list(records)
@@ -43,6 +48,8 @@ class DetectionDataset(Dataset):
         self._gt_dict = gt
         self._coco = None
         self._bad: set = set()
+        self.buffer_size = int(buffer_size)  # per worker: recent resized images for mosaic
+        self._buffer: "OrderedDict[int, tuple]" = OrderedDict()
         self.rng = np.random.default_rng(seed)
         self.augment: Optional[AugmentConfig] = None
         self.transform: Optional[TrainTransform] = None
@@ -57,6 +64,7 @@ class DetectionDataset(Dataset):
 
         Persistent data loader workers hold their own copy: rebuild the loader afterwards.
         """
+        self._buffer = OrderedDict()
         self.augment = None if augment is None else load_augment_config(augment)
         if self.augment is None:
             self.transform = None
@@ -191,9 +199,18 @@ class DetectionDataset(Dataset):
     def _train_sample(self, index: int, skipped: List[str]):
         img, boxes, classes, orig_hw, _ = self.load_resized(index)
         primary = (img, boxes, classes)
+        use_buffer = self._cache is None and self.buffer_size > 0 and self.augment.mosaic > 0
+        if use_buffer:
+            self._buffer[index] = primary
+            self._buffer.move_to_end(index)
+            while len(self._buffer) > self.buffer_size:
+                self._buffer.popitem(last=False)
         partners = None
         if self.augment.mosaic > 0 and self.rng.random() < self.augment.mosaic:
             partners = []
+            if use_buffer and len(self._buffer) >= min(16, len(self)):
+                keys = list(self._buffer)
+                partners = [self._buffer[keys[int(k)]] for k in self.rng.integers(len(keys), size=3)]
             while len(partners) < 3:
                 j = self._random_good_index()
                 try:
