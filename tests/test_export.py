@@ -149,3 +149,15 @@ def test_foreign_onnx_is_a_clear_error(tmp_path):
     torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "other.onnx"), dynamo=False)
     with pytest.raises(ValueError, match="not exported by tools/export.py"):
         ONNXRuntimeDetector(tmp_path / "other.onnx")
+
+
+def test_nms_export_with_nothing_above_the_threshold(tmp_path):
+    torch.manual_seed(0)
+    model = build_model({"model": {"num_classes": 2, "backbone": "configs/backbones/resnet10.yaml",
+                                   "neck": {"type": "efm", "channels": 8}, "head": {"width": 16}}}).eval()
+    with torch.no_grad():
+        for pred in model.head.preds:
+            pred.bias.fill_(-30.0)  # every score ~1e-13
+    det = ONNXRuntimeDetector(export_onnx(model, tmp_path / "empty.onnx", 64, nms=True, dynamic=True))
+    out = det.predict(torch.rand(2, 3, 64, 64))
+    assert len(out) == 2 and all(o["boxes"].shape == (0, 4) and o["labels"].numel() == 0 for o in out)
