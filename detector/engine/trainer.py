@@ -140,6 +140,8 @@ class Trainer:
         self.cfg: RunConfig = cfg
         self.progress = progress
         self.stop_signal: Optional[int] = None
+        self.logger: Optional[RunLogger] = None
+        self._log_handler: Optional[logging.Handler] = None
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -379,7 +381,11 @@ class Trainer:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         if self.cfg.train.workers == 0 and hasattr(self.train_set, "reseed"):
-            self.train_set.reseed(epoch_seed(seed, epoch, self.rank))
+            s = epoch_seed(seed, epoch, self.rank)
+            if getattr(self.train_set, "augment", None) is not None:
+                # a fresh transform: reseed() alone leaves some albumentations state behind
+                self.train_set.set_augment(self.train_set.augment, seed=s)
+            self.train_set.reseed(s)
 
     def train_one_epoch(self, epoch: int, start_batch: int = 0):
         from ..data.loader import random_size, rescale_batch

@@ -1,0 +1,211 @@
+"""End-to-end training on tiny synthetic data: run files, resume after SIGKILL, typos, NaN guard.
+
+The data is 16 train / 8 val shapes images at 64 px made in a tmp folder; the model is a small
+CSP backbone with the EFM(SAM) neck and YOLO head, so every test trains for real in seconds.
+"""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from detector.config import ConfigError
+from detector.engine.checkpoint import load_checkpoint, model_state
+from detector.engine.train_config import parse_run_config
+from detector.engine.trainer import NonFiniteLossError, Trainer, load_detector_weights
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = {
+    "num_classes": 80,
+    "backbone": {
+        "arch": "cspnet", "name": "tiny", "num_classes": 0, "act": "leaky_relu", "act_slope": 0.1,
+        "stem": {"type": "conv", "channels": [8], "kernel_size": 3, "stride": 2, "pool": "max",
+                 "pool_kernel": 2},
+        "stage_defaults": {"csp": True, "block": "basic", "down": "conv", "stride": 2,
+                           "shortcut": "darknet"},
+        "stages": [{"depth": 1, "out_channels": 16, "stride": 1}, {"depth": 1, "out_channels": 16},
+                   {"depth": 1, "out_channels": 32}, {"depth": 1, "out_channels": 32}],
+    },
+    "neck": {"type": "efm", "channels": [8, 8, 8], "maxout": True, "refine": "sam",
+             "down": "maxpool", "act": "leaky_relu"},
+    "head": {"anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
+                         [116, 90, 156, 198, 373, 326]],
+             "strides": [8, 16, 32], "width": [16, 16, 16]},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    from detector.data.shapes import make_shapes
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, num_train=16, num_val=8, img_size=64, seed=0, progress=False)
+    return {"format": "coco", "root": str(root),
+            "train": {"images": "images/train", "annotations": "annotations/instances_train.json"},
+            "val": {"images": "images/val", "annotations": "annotations/instances_val.json"},
+            "names": ["circle", "square", "triangle", "star", "cross"]}
+
+
+def tiny_config(tiny_data, save_dir, **train):
+    t = {"name": "tiny", "epochs": 2, "batch_size": 4, "img_size": 64, "workers": 0,
+         "save_dir": str(save_dir), "lr": 0.01, "warmup_epochs": 0.5, "warmup_min_iters": 0}
+    t.update(train)
+    return {"model": TINY_MODEL, "data": tiny_data, "train": t,
+            "eval": {"img_size": 64, "conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100,
+                     "interval": 1}}
+
+
+def run_cli(args, cwd, env_extra=None, wait=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.update(env_extra or {})
+    cmd = [sys.executable, str(REPO / "tools" / "train.py"), "--no-progress", *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_data, tmp_path_factory):
+    """An uninterrupted 2-epoch run (8 batches per epoch) through the command line."""
+    work = tmp_path_factory.mktemp("full")
+    cfg_path = work / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_data, work / "runs", batch_size=2)))
+    proc = run_cli(["--cfg", str(cfg_path)], cwd=work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return work, cfg_path, work / "runs" / "tiny"
+
+
+def test_two_epoch_run_writes_every_run_file(full_run):
+    _, _, run = full_run
+    for name in ("config.yaml", "last.pt", "best.pt", "results.csv", "results.png", "train.log"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(run.glob("*.tmp"))  # atomic writes leave no temp files
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for r in rows:
+        for key in ("train/box", "train/obj", "train/cls", "lr", "AP", "AP50", "AP75", "epoch_time_s"):
+            assert r[key] != "", key
+    saved = yaml.safe_load(open(run / "config.yaml"))
+    assert saved["model"]["num_classes"] == 5 and saved["train"]["epochs"] == 2
+    # checkpoints are plain data (weights_only) and self-contained: rebuild the model from them
+    for name in ("last.pt", "best.pt"):
+        raw = torch.load(run / name, weights_only=True)
+        assert raw["names"] == ["circle", "square", "triangle", "star", "cross"]
+        from detector import build_model
+        model = build_model({"model": raw["config"]["model"]})
+        model.load_state_dict(model_state(raw))
+    last = load_checkpoint(run / "last.pt")
+    assert last["epoch"] == 2 and last["batch"] == 0
+    assert {"optimizer", "scheduler", "scaler", "rng", "ema"} <= set(last)
+    assert "optimizer" not in load_checkpoint(run / "best.pt")  # best.pt: EMA weights only
+
+
+def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(full_run, tmp_path):
+    """Kill -9 inside epoch 2 (checkpoints every step), resume, compare with the full run.
+
+    Tolerance: the resumed run re-seeds the data order and augmentation per epoch and replays
+    the batches already used, restores model/EMA/optimizer/lr step/RNG; with ``workers: 0`` on
+    CPU the same kernels run on the same inputs, so weights must agree to float rounding
+    (atol 1e-6; in practice they are bitwise equal).
+    """
+    _, cfg_path, full = full_run
+    save_dir = tmp_path / "runs"
+    args = ["--cfg", str(cfg_path), f"train.save_dir={save_dir}", "train.checkpoint_interval=1"]
+    proc = run_cli(args, cwd=tmp_path, wait=False)
+    last = save_dir / "tiny" / "last.pt"
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            try:
+                ck = torch.load(last, weights_only=True)
+            except Exception:
+                ck = None  # replaced while reading
+            if ck and ck["epoch"] == 1 and ck["batch"] >= 3:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                killed_at = ck
+                break
+        time.sleep(0.02)
+    assert killed_at is not None, "the run ended before it could be killed: " + proc.stdout.read()
+    ck = load_checkpoint(last)
+    assert ck["epoch"] == 1 and 0 < ck["batch"] < 8, (ck["epoch"], ck["batch"])  # mid-epoch
+    resumed = run_cli(["--resume", str(last)], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming at epoch 2, batch {ck['batch']}" in resumed.stdout + resumed.stderr
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(last)
+    assert b["epoch"] == 2 and b["scheduler"] == a["scheduler"]
+    for key in ("model", "ema"):
+        for k, v in a[key].items():
+            torch.testing.assert_close(b[key][k], v, atol=1e-6, rtol=0, msg=f"{key}.{k}")
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        torch.testing.assert_close(group_b["momentum_buffer"], group_a["momentum_buffer"],
+                                   atol=1e-6, rtol=0)
+    rows = list(csv.DictReader(open(save_dir / "tiny" / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def load_cli():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "tools" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr0=0.1", "unknown config key 'train.lr0' (did you mean 'lr'?)"),
+    ("trian.epochs=3", "no section 'trian' (did you mean 'train'?)"),
+    ("model.neck.chanels=[8,8,8]", "'model.neck.chanels' (did you mean 'channels'?)"),
+])
+def test_config_typo_fails_fast_without_creating_a_run(tiny_data, tmp_path, capsys, override, message):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_data, tmp_path / "runs")))
+    assert load_cli().main(["--cfg", str(cfg_path), override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing trained, no half-made run folder
+
+
+def test_non_finite_losses_stop_the_run_and_keep_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
+    from detector.models import loss as loss_mod
+    real = loss_mod.YOLOLoss.forward
+    calls = {"n": 0}
+
+    def flaky(self, raw, targets):
+        calls["n"] += 1
+        total, parts = real(self, raw, targets)
+        if calls["n"] > 4:  # epoch 1 (4 batches) is fine, then every loss is NaN
+            total = total * float("nan")
+        return total, parts
+
+    monkeypatch.setattr(loss_mod.YOLOLoss, "forward", flaky)
+    cfg = tiny_config(tiny_data, tmp_path, epochs=3, max_bad_steps=3)
+    cfg["eval"]["interval"] = 0
+    with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
+        Trainer(cfg, progress=False).train()
+    ck = load_checkpoint(tmp_path / "tiny" / "last.pt")
+    assert ck["epoch"] == 1  # the good epoch-1 checkpoint survives
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_fine_tune_from_a_checkpoint_with_other_classes_reinitialises_the_head(full_run, caplog):
+    _, _, run = full_run
+    from detector import build_model
+    model = build_model({"model": dict(TINY_MODEL, num_classes=3)})
+    fresh_head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+    with caplog.at_level("WARNING"):
+        load_detector_weights(model, run / "best.pt")
+    assert "re-initialised" in caplog.text
+    state = model_state(load_checkpoint(run / "best.pt"))
+    own = model.state_dict()
+    assert all(torch.equal(own[k], state[k]) for k in own if not k.startswith("head."))
+    changed = [k for k in fresh_head if own[k].shape != state[k].shape]
+    assert changed and all(torch.equal(own[k], fresh_head[k]) for k in changed)
