@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 
 
@@ -92,9 +92,9 @@ def ensure_shapes(root, num_train: int, num_val: int, img_size: int, seed: int) 
 
 
 # ------------------------------------------------------------------------------ drawing
+# saturated colours only: objects stand out from the low-saturation backgrounds
 _COLORS = np.array([[230, 25, 25], [25, 180, 40], [30, 60, 230], [240, 200, 20], [230, 20, 200],
-                    [20, 200, 220], [250, 120, 10], [140, 30, 220], [250, 250, 250], [20, 20, 20]],
-                   np.float32)
+                    [20, 200, 220], [250, 120, 10], [140, 30, 220]], np.float32)
 
 
 def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, List]:
