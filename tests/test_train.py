@@ -209,3 +209,17 @@ def test_fine_tune_from_a_checkpoint_with_other_classes_reinitialises_the_head(f
     assert all(torch.equal(own[k], state[k]) for k in own if not k.startswith("head."))
     changed = [k for k in fresh_head if own[k].shape != state[k].shape]
     assert changed and all(torch.equal(own[k], fresh_head[k]) for k in changed)
+
+
+def test_backbone_weights_are_loaded_before_training(tiny_data, tmp_path):
+    from detector import build_model
+    from detector.engine.checkpoint import save_checkpoint
+    donor = build_model({"model": dict(TINY_MODEL, num_classes=5)})
+    path = save_checkpoint({"model": donor.backbone.state_dict()}, tmp_path / "backbone.pt")
+    cfg = tiny_config(tiny_data, tmp_path)
+    cfg["model"] = dict(TINY_MODEL, num_classes=5, backbone_weights=str(path))
+    model = build_model({"model": cfg["model"]})
+    assert not torch.equal(model.backbone.stem.conv1.conv.weight, donor.backbone.stem.conv1.conv.weight)
+    Trainer(cfg, progress=False)._load_initial_weights(model)
+    for k, v in donor.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v), k

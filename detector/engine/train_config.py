@@ -57,17 +57,17 @@ class TrainConfig:
     """
     name: str = "exp"
     epochs: int = 30
-    batch_size: int = 16
+    batch_size: int = 8
     nominal_batch_size: int = 0
     img_size: int = 320
     multi_scale: Optional[Tuple[float, float]] = None
-    optimizer: str = "sgd"
-    lr: float = 0.01
+    optimizer: str = "adamw"
+    lr: float = 0.002
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
-    warmup_min_iters: int = 50
+    warmup_min_iters: int = 30
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.0
     scheduler: str = "cosine"
@@ -79,7 +79,7 @@ class TrainConfig:
     ema_tau: float = 2000.0
     amp: str = "bf16"
     grad_clip: float = 10.0
-    close_mosaic: int = 0
+    close_mosaic: int = 1
     seed: int = 0
     deterministic: bool = False
     workers: int = 2
