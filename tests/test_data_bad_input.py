@@ -7,14 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from detector.data import (AugmentConfig, ImageReadError, LabelError, build_dataloader,
                            build_dataset, read_image)
 from detector.data.image_io import image_size
 
-from data_fixtures import (CLASS_COLORS, coco_cfg, make_rect_coco, rect_image, write_coco,
+from data_fixtures import (coco_cfg, make_rect_coco, rect_image, write_coco,
                           write_rgb, write_yolo_label, yolo_cfg)
 from test_data_augment import assert_boxes_on_their_colour
 

@@ -1,7 +1,6 @@
 """Data configs, COCO and YOLO datasets over real data (coco128), batches and ground truth."""
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np

@@ -18,7 +18,7 @@ Evaluation: :func:`detector.data.letterbox.letterbox` only.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import albumentations as A
 import cv2
