@@ -76,13 +76,21 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         parts = key.strip().split(".")
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                if nxt is None and part not in node:
-                    raise ConfigError(
-                        f"override '{key}': no section '{'.'.join(parts[:i + 1])}'"
-                        f"{closest_key(part, node.keys())}")
-                nxt = {}
+            section = '.'.join(parts[:i + 1])
+            if isinstance(nxt, str) and nxt.endswith((".yaml", ".yml")):
+                # a section given as a YAML path (data: configs/data/x.yaml): inline it so the
+                # override edits a copy; _source keeps its relative paths resolvable
+                nxt = load_yaml(nxt)
+                nxt.setdefault("_source", node[part])
                 node[part] = nxt
+            elif nxt is None and part not in node:
+                raise ConfigError(f"override '{key}': no section '{section}'"
+                                  f"{closest_key(part, node.keys())}")
+            elif nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"override '{key}': '{section}' is a value ({nxt!r}), "
+                                  f"not a section")
             node = nxt
         node[parts[-1]] = value
     return cfg

@@ -66,3 +66,13 @@ def test_numbers_written_as_text_in_yaml_are_read_as_numbers():
         from_dict(Outer, {"lr": "fast"}, "outer")
     with pytest.raises(ConfigError, match="integer"):
         from_dict(Outer, {"epochs": "many"})
+
+
+def test_override_inside_a_section_given_as_yaml_path(tmp_path):
+    data = tmp_path / "data.yaml"
+    data.write_text("root: images\nnames: [a, b]\n")
+    cfg = apply_overrides({"data": str(data)}, ["data.root=/elsewhere"])
+    assert cfg["data"] == {"root": "/elsewhere", "names": ["a", "b"], "_source": str(data)}
+    assert "root: images" in data.read_text()  # the file itself is untouched
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"train": {"epochs": 3}}, ["train.epochs.max=3"])
