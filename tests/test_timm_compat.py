@@ -40,14 +40,18 @@ def test_param_counts_match_timm_exactly(arch):
     assert count_params(build_backbone(CFG / f"{arch}.yaml")) == TIMM_PARAMS[arch]
 
 
-@pytest.mark.parametrize("arch", list(TIMM_PARAMS))
+@pytest.mark.parametrize("arch", [
+    "cspresnet50", "cspdarknet53",  # CSP stages with bottleneck and Darknet blocks
+    pytest.param("cspresnext50", marks=pytest.mark.slow),
+    pytest.param("darknet53", marks=pytest.mark.slow),
+])
 def test_timm_state_dict_converts_and_logits_match(arch):
     ref = randomize(timm.create_model(arch, pretrained=False))
     assert count_params(ref) == TIMM_PARAMS[arch]
     ours = build_backbone(CFG / f"{arch}.yaml")
     ours.load_state_dict(from_timm_state_dict(ref.state_dict(), arch), strict=True)
     ours.eval()
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = ref(x), ours(x)
     assert expected.abs().max() > 1e-3  # a meaningful comparison, not two zero tensors
@@ -73,7 +77,7 @@ def test_load_pretrained_backbone_from_timm_file(tmp_path):
     torch.save({"module." + k: v for k, v in ref.state_dict().items()}, path)  # DDP-style keys
     backbone = load_pretrained_backbone(build_backbone(CFG / "cspresnet50.yaml", num_classes=0),
                                         path).eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)[-1], ref.forward_features(x), atol=1e-4, rtol=1e-4)
 
@@ -91,3 +95,15 @@ def test_load_pretrained_backbone_ours_and_wrong_arch(tmp_path):
                        src.stages[0].blocks[0].branch1a.conv.weight)
     with pytest.raises(CheckpointError, match="another architecture"):
         load_pretrained_backbone(build_backbone(CFG / "peleenet.yaml", num_classes=0), path)
+
+
+def test_load_pretrained_backbone_from_a_detector_checkpoint(tmp_path):
+    """A detector checkpoint (keys ``backbone.*``, ``neck.*``, ``head.*``) gives its backbone."""
+    src = randomize(build_backbone(CFG / "peleenet.yaml", num_classes=0), seed=7)
+    state = {"backbone." + k: v for k, v in src.state_dict().items()}
+    state["neck.conv.weight"] = torch.zeros(1)
+    state["head.0.weight"] = torch.zeros(1)
+    path = tmp_path / "detector.pt"
+    save_checkpoint({"model": state}, path)
+    dst = load_pretrained_backbone(build_backbone(CFG / "peleenet.yaml", num_classes=0), path)
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in dst.state_dict().items())

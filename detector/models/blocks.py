@@ -433,7 +433,11 @@ class PlainStage(nn.Module):
 
 
 def check_channels(x: torch.Tensor, expected: int, what: str = "input") -> None:
-    """Raise a ValueError naming expected vs got when ``x`` is not (B, expected, H, W)."""
+    """Raise a ValueError naming expected vs got when ``x`` is not (B, expected, H, W).
+
+    Skipped while tracing (ONNX export): the exported graph fixes the channels anyway."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
     if x.dim() != 4 or x.shape[1] != expected:
         got = tuple(x.shape)
         raise ValueError(f"{what} must be (B, {expected}, H, W), got shape {got}"

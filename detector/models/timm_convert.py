@@ -78,6 +78,10 @@ def load_pretrained_backbone(backbone: CSPBackbone, path, strict_head: bool = Fa
     """
     ckpt = load_checkpoint(path)
     state = _strip_prefix(model_state(ckpt))
+    if state and all(k.startswith("backbone.") for k in state if not k.startswith("neck.")
+                     and not k.startswith("head.")) and any(k.startswith("backbone.") for k in state):
+        # a detector checkpoint: take its backbone
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if backbone.name in TIMM_ARCHS:  # same keys as ours; this checks them against the arch
         try:
             state = from_timm_state_dict(state, backbone.name)
