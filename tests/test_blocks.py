@@ -143,3 +143,10 @@ def test_csp_stage_exports_to_onnx(tmp_path, split):
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), stage(x), atol=1e-5, rtol=1e-4)
+
+
+def test_stride_without_a_down_layer_is_an_error():
+    with pytest.raises(ConfigError, match="stride 2 needs a down layer"):
+        PlainStage(32, 32, 1, "dark", 2, down="none")
+    with pytest.raises(ConfigError, match="stride 2 needs a down layer"):
+        CSPStage(32, 32, 1, "dark", 2, down="none")

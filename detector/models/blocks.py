@@ -292,6 +292,9 @@ def make_down(kind: str, in_channels: int, out_channels: int, stride: int, kerne
     """The layer a stage starts with to reduce resolution; returns (module or None, channels)."""
     if kind not in DOWNS:
         raise ConfigError(f"unknown down '{kind}'{closest_key(kind, DOWNS)}; known: {', '.join(DOWNS)}")
+    if kind == "none" and stride != 1:
+        raise ConfigError(f"a stage with stride {stride} needs a down layer (conv, avgpool, "
+                          "maxpool or block), not 'none'")
     if kind == "conv":
         return ConvNormAct(in_channels, out_channels, kernel_size, stride, groups, norm, act), out_channels
     if kind in ("avgpool", "maxpool") and stride > 1:
