@@ -112,7 +112,7 @@ class AugmentConfig:
         self.scale = tuple(float(s) for s in self.scale)
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"augment.scale must be (min, max) with 0 < min <= max, got {self.scale}")
-        for name in ("mosaic", "mixup", "fliplr", "min_visibility"):
+        for name in ("mosaic", "mixup", "fliplr", "min_visibility", "hsv_h", "hsv_s", "hsv_v"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augment.{name} is a probability/fraction in [0, 1], got {value}")

@@ -144,7 +144,7 @@ class DetectionDataset(Dataset):
         else:
             img, boxes, classes = self.load_image(index)
             orig_hw = img.shape[:2]
-            img, r = resize_long_side(img, self.img_size)
+            img, r = resize_long_side(img, self.img_size, fast=self.augment is not None)
         return img, boxes * r, classes, tuple(orig_hw), r
 
     def _boxes_for(self, index: int, hw: Tuple[int, int]):
@@ -165,7 +165,7 @@ class DetectionDataset(Dataset):
                 log.warning("%s: skipping unreadable image %s", self.name, e)
                 return None
             orig_hw = img.shape[:2]
-            img, r = resize_long_side(img, self.img_size)
+            img, r = resize_long_side(img, self.img_size, fast=self.augment is not None)
             return img, orig_hw, r
 
         with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -197,31 +197,40 @@ class DetectionDataset(Dataset):
         return self._item(index, img, boxes, classes, self._eval_params(orig_hw), skipped)
 
     def _train_sample(self, index: int, skipped: List[str]):
-        img, boxes, classes, orig_hw, _ = self.load_resized(index)
-        primary = (img, boxes, classes)
         use_buffer = self._cache is None and self.buffer_size > 0 and self.augment.mosaic > 0
-        if use_buffer:
-            self._buffer[index] = primary
-            self._buffer.move_to_end(index)
-            while len(self._buffer) > self.buffer_size:
-                self._buffer.popitem(last=False)
+        primary, orig_hw = self._buffered_sample(index, use_buffer)
         partners = None
         if self.augment.mosaic > 0 and self.rng.random() < self.augment.mosaic:
             partners = []
             if use_buffer and len(self._buffer) >= min(16, len(self)):
                 keys = list(self._buffer)
-                partners = [self._buffer[keys[int(k)]] for k in self.rng.integers(len(keys), size=3)]
+                partners = [self._buffer[keys[int(k)]][0] for k in self.rng.integers(len(keys), size=3)]
             while len(partners) < 3:
                 j = self._random_good_index()
                 try:
-                    partners.append(self._resized_sample(j))
+                    partners.append(self._buffered_sample(j, use_buffer)[0])
                 except ImageReadError as e:
                     self._mark_bad(j, e, skipped)
         return self.transform(primary, partners), orig_hw
 
-    def _resized_sample(self, index: int):
-        img, boxes, classes, _, _ = self.load_resized(index)
-        return img, boxes, classes
+    def _buffered_sample(self, index: int, use_buffer: bool):
+        """(image, boxes, classes) resized to ``img_size``, and the original (h, w).
+
+        With mosaic on (and no RAM cache) the last ``buffer_size`` resized images stay in a
+        per-worker buffer, as Ultralytics' mosaic buffer does: they supply mosaic partners,
+        and an image still in it is not decoded again. Samples are never modified in place,
+        so a buffered entry stays valid.
+        """
+        if use_buffer and index in self._buffer:
+            self._buffer.move_to_end(index)
+            return self._buffer[index]
+        img, boxes, classes, orig_hw, _ = self.load_resized(index)
+        entry = ((img, boxes, classes), orig_hw)
+        if use_buffer:
+            self._buffer[index] = entry
+            while len(self._buffer) > self.buffer_size:
+                self._buffer.popitem(last=False)
+        return entry
 
     def _eval_item(self, index: int, skipped: List[str]) -> Dict[str, Any]:
         try:

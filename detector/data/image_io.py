@@ -44,8 +44,35 @@ def read_bytes(path) -> bytes:
     return data
 
 
+def _jpeg_without_exif(data: bytes) -> bool:
+    """True when ``data`` is a JPEG whose header segments (up to the image data) hold no EXIF
+    block: the common case, answered by walking a few segment headers instead of opening
+    the file with PIL (~0.7 ms per image). Anything unusual answers False (PIL decides)."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:          # fill byte
+            i += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no EXIF before it
+            return True
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xE1 and data[i + 4:i + 8] == b"Exif":
+            return False
+        if length < 2:
+            return False
+        i += 2 + length
+    return False
+
+
 def exif_orientation(data: bytes) -> int:
     """EXIF orientation tag (1..8) of an encoded image; 1 when absent or unreadable."""
+    if _jpeg_without_exif(data):
+        return 1
     try:
         with Image.open(io.BytesIO(data)) as im:
             value = int(im.getexif().get(EXIF_ORIENTATION, 1))
