@@ -8,7 +8,7 @@ detector's ``fuse()`` finds every ``conv`` + ``bn`` pair.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn

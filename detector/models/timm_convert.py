@@ -7,10 +7,9 @@ clear message instead of a wall of ``load_state_dict`` errors.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping
 
 import torch
-import torch.nn as nn
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict, model_state
 from .backbones import CONFIG_DIR, CSPBackbone, build_backbone
