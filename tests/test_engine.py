@@ -84,7 +84,7 @@ def lrs(cfg, total, warmup, steps):
 
 
 def test_warmup_then_cosine():
-    cfg = TrainConfig(lr=0.1, min_lr_ratio=0.05, momentum=0.9, warmup_momentum=0.5)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, min_lr_ratio=0.05, momentum=0.9, warmup_momentum=0.5)
     lr, opt, _ = lrs(cfg, total=100, warmup=10, steps=101)
     assert lr[0] == 0.0 and lr[5] == pytest.approx(0.05 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.05))))
     assert lr[10] == pytest.approx(0.1 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.1))))

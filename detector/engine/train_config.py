@@ -48,7 +48,10 @@ class TrainConfig:
     grad_clip: max gradient norm (0 = off). close_mosaic: epochs at the end without mosaic.
     seed: seeds python, numpy and torch (per rank) and the data order.
     deterministic: ``torch.use_deterministic_algorithms`` (slower on GPU).
-    workers: data-loading processes per rank. device: ``cpu``, ``cuda``, ``cuda:1``; empty =
+    workers: data-loading processes per rank. threads: torch CPU threads per rank (0 = the cores
+        divided by the number of processes). On a machine shared with other jobs use 1: an
+        oversubscribed OpenMP pool stalls at every barrier (8x slower here with 2 threads on 2
+        busy cores). device: ``cpu``, ``cuda``, ``cuda:1``; empty =
         CUDA when available.
     augment: :class:`AugmentConfig`; null = no augmentation (letterbox only).
     max_bad_steps: consecutive non-finite losses before the run stops.
@@ -83,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     workers: int = 2
+    threads: int = 0
     device: str = ""
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
     cache: bool = False

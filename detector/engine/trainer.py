@@ -103,6 +103,15 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def cpu_threads(world: int = 1) -> int:
+    """Cores per process (at least 1), so N CPU processes do not oversubscribe the machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(world, 1))
+
+
 def increment_run_dir(save_dir, name: str, exist_ok: bool) -> Path:
     """``runs/name``, or ``runs/name2``, ``runs/name3`` ... when it is taken."""
     base = Path(save_dir) / name
@@ -151,6 +160,8 @@ class Trainer:
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         self.main = self.rank == 0
         seed_everything(tc.seed + self.rank, tc.deterministic)
+        if tc.threads > 0 or self.device.type == "cpu":
+            torch.set_num_threads(tc.threads or cpu_threads(self.world))
         if self.device.type == "cuda" and not tc.deterministic:
             torch.backends.cudnn.benchmark = True
 
@@ -231,8 +242,9 @@ class Trainer:
             self.logger.keep_epochs_before(self.start_epoch + (1 if self.start_batch else 0))
             self.resolved_config = self._resolved_config()
             save_config(self.resolved_config, self.run_dir / "config.yaml")
-            LOGGER.info("run folder %s | %s | %d train images, %d classes | batch %d x %d process(es), "
-                        "accumulate %d | %d steps (%d warm-up)", self.run_dir, self.device,
+            LOGGER.info("run folder %s | %s (%d threads) | %d train images, %d classes | batch %d x %d "
+                        "process(es), accumulate %d | %d steps (%d warm-up)", self.run_dir, self.device,
+                        torch.get_num_threads(),
                         len(self.train_set), len(names), tc.batch_size, self.world,
                         self.accumulate, total_steps, warmup)
 
