@@ -93,6 +93,7 @@ def test_two_epoch_run_writes_every_run_file(full_run):
     for r in rows:
         for key in ("train/box", "train/obj", "train/cls", "lr", "AP", "AP50", "AP75", "epoch_time_s"):
             assert r[key] != "", key
+    assert "epoch 2: mosaic and mixup off" in (run / "train.log").read_text()  # close_mosaic: 1
     saved = yaml.safe_load(open(run / "config.yaml"))
     assert saved["model"]["num_classes"] == 5 and saved["train"]["epochs"] == 2
     # checkpoints are plain data (weights_only) and self-contained: rebuild the model from them
@@ -180,20 +181,24 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_checkpoint(tiny_data, 
     real = loss_mod.YOLOLoss.forward
     calls = {"n": 0}
 
+    sizes = set()
+
     def flaky(self, raw, targets):
         calls["n"] += 1
+        sizes.add(raw[0].shape[-1] * 8)
         total, parts = real(self, raw, targets)
         if calls["n"] > 4:  # epoch 1 (4 batches) is fine, then every loss is NaN
             total = total * float("nan")
         return total, parts
 
     monkeypatch.setattr(loss_mod.YOLOLoss, "forward", flaky)
-    cfg = tiny_config(tiny_data, tmp_path, epochs=3, max_bad_steps=3)
+    cfg = tiny_config(tiny_data, tmp_path, epochs=3, max_bad_steps=3, multi_scale=[0.5, 1.5])
     cfg["eval"]["interval"] = 0
     with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
         Trainer(cfg, progress=False).train()
     ck = load_checkpoint(tmp_path / "tiny" / "last.pt")
     assert ck["epoch"] == 1  # the good epoch-1 checkpoint survives
+    assert len(sizes) > 1 and sizes <= {32, 64, 96}  # multi-scale: multiples of 32 in 64 * [0.5, 1.5]
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 

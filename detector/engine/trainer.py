@@ -378,8 +378,16 @@ class Trainer:
                 LOGGER.info("epoch %d: mosaic and mixup off for the last %d epochs", epoch + 1,
                             tc.close_mosaic)
             closed = dataclasses.replace(aug, mosaic=0.0, mixup=0.0)
-            # persistent workers hold their own dataset copy: a new loader picks the change up
-            self.train_set, self.train_loader = self._build_train_data(closed)
+            if hasattr(self.train_set, "set_augment"):
+                # persistent workers hold their own dataset copy: a new loader picks the change up
+                from ..data import build_dataloader
+                self.train_set.set_augment(closed, seed=self.cfg.train.seed + self.rank)
+                del self.train_loader  # let its workers go before new ones start
+                self.train_loader = build_dataloader(self.train_set, tc.batch_size, tc.workers,
+                                                     shuffle=True, seed=tc.seed,
+                                                     distributed=self.distributed)
+            else:
+                self.train_set, self.train_loader = self._build_train_data(closed)
         self._mosaic_closed = True
 
     def _seed_epoch(self, epoch: int) -> None:
