@@ -173,8 +173,11 @@ class Trainer:
         self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
 
         # data
-        from ..data.config import load_data_config
-        self.data_cfg = load_data_config(cfg.data)
+        from ..data import prepare_data
+        if self.main:  # generates synthetic data on first use: once, before the other ranks look
+            prepare_data(cfg.data)
+        dist_utils.barrier()
+        self.data_cfg = prepare_data(cfg.data)
         names = list(self.data_cfg.names)
         if not names:
             raise ConfigError(f"data config {self.data_cfg.source or '(inline)'} names no classes")
@@ -529,10 +532,11 @@ class Trainer:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
         finite = bool(torch.isfinite(norm).item())
         if self.scaler.is_enabled():
-            scale = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)  # skips by itself on inf/nan
+            # fp16: an inf gradient is the scaler calibrating (it skips the step and halves its
+            # scale), not a broken run; a non-finite *loss* is caught before backward
+            self.scaler.step(self.optimizer)
             self.scaler.update()
-            return finite or self.scaler.get_scale() >= scale
+            return True
         if not finite:
             return False
         self.optimizer.step()
