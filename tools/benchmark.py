@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -291,7 +292,7 @@ def machine_line(threads: int) -> str:
     import cv2
     import onnxruntime
 
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {threads} threads per engine; torch {torch.__version__}, "
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {threads} thread{'s' if threads != 1 else ''} per engine; torch {torch.__version__}, "
             f"onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}")
 
 
@@ -412,7 +413,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    command = "python tools/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = list(argv if argv is not None else sys.argv[1:])
+    for i, a in enumerate(shown[:-1]):
+        if a == "--shared-note":
+            shown[i + 1] = "<the note below>"
+    command = shlex.join(["python", "tools/benchmark.py", *shown])
     set_threads(args.threads)
     models: Dict[str, Model] = {}
     sizes_of: Dict[str, List[int]] = {}
