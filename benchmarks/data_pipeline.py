@@ -85,7 +85,14 @@ def ultralytics_loader(size: int, workers: int, batch: int, tmp: Path):
     cfg = get_cfg(DEFAULT_CFG, {"imgsz": size, "mosaic": 1.0, "mixup": 0.0, "cache": False,
                                 "workers": workers, "batch": batch, "task": "detect"})
     ds = build_yolo_dataset(cfg, data["train"], batch, data, mode="train", stride=32)
-    return Forever(build_dataloader(ds, batch, workers, shuffle=True, rank=-1, device="cpu"))
+    loader = build_dataloader(ds, batch, workers, shuffle=True, rank=-1, device="cpu")
+    # fairness check: full training augmentation, same batch and workers, no RAM cache
+    steps = [type(t).__name__ for t in ds.transforms.transforms]
+    pre = [type(t).__name__ for t in getattr(ds.transforms.transforms[0], "transforms", [])]
+    print(f"  ultralytics {size}: batch {loader.batch_size}, workers {loader.num_workers}, "
+          f"cache {ds.cache}, mosaic buffer {ds.max_buffer_length}, transforms {pre} + {steps[1:]}",
+          flush=True)
+    return Forever(loader)
 
 
 def main(argv=None) -> int:

@@ -127,3 +127,43 @@ def test_rescale_batch_scales_images_and_targets(rect_root):
     assert out["meta"][0]["ratio"] == pytest.approx(batch["meta"][0]["ratio"] / 2)
     assert_boxes_on_their_colour(out["images"][0], out["targets"][0])
     assert rescale_batch(batch, 128) is batch
+
+
+# ------------------------------------------------------------------------------ hand-written parts
+def test_mosaic4_pastes_each_image_against_the_centre_with_its_boxes():
+    from detector.data.augment import PAD_VALUE, mosaic4
+    samples = []
+    for k, (h, w) in enumerate([(64, 48), (40, 64), (64, 64), (30, 50)]):
+        img = np.full((h, w, 3), 10 + 50 * k, np.uint8)
+        samples.append((img, np.array([[0, 0, w, h]], np.float32), np.array([k])))
+    canvas, boxes, classes = mosaic4(samples, 64, np.random.default_rng(0))
+    assert canvas.shape == (128, 128, 3) and sorted(classes.tolist()) == [0, 1, 2, 3]
+    covered = np.zeros((128, 128), bool)
+    for (x1, y1, x2, y2), k in zip(boxes.astype(int).tolist(), classes.tolist()):
+        # the whole-image box covers exactly that image's pixels, which touch the centre
+        assert (canvas[y1:y2, x1:x2] == 10 + 50 * k).all()
+        assert (x1 == 64 or x2 == 64) and (y1 == 64 or y2 == 64)
+        covered[y1:y2, x1:x2] = True
+    assert (canvas[~covered] == PAD_VALUE).all()
+    # images larger than S are fitted to long side S, boxes scaled with them
+    big = (np.zeros((256, 128, 3), np.uint8), np.array([[0, 0, 128, 256]], np.float32), np.array([0]))
+    _, boxes, _ = mosaic4([big] * 4, 64, np.random.default_rng(0))
+    assert np.allclose(boxes[:, 2] - boxes[:, 0], 32) and np.allclose(boxes[:, 3] - boxes[:, 1], 64)
+
+
+def test_hsv_gain_scales_value_and_is_seeded():
+    import albumentations as A
+    from detector.data.augment import HSVGain
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    brighter = A.Compose([HSVGain(hue=0.0, saturation=0.0, value=0.4, p=1.0)], seed=1)
+    outs = [brighter(image=grey)["image"] for _ in range(20)]
+    values = {int(o[0, 0, 0]) for o in outs}
+    assert all(o.min() == o.max() for o in outs)          # stays grey: no hue/saturation change
+    assert min(values) >= 60 and max(values) <= 140 and len(values) > 5
+    colour = np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8)
+    jitter = A.Compose([HSVGain(hue=0.1, saturation=0.7, value=0.4, p=1.0)], seed=5)
+    a = jitter(image=colour)["image"]
+    jitter.set_random_seed(5)
+    assert np.array_equal(a, jitter(image=colour)["image"]) and not np.array_equal(a, colour)
+    with pytest.raises(ValueError, match="saturation"):
+        HSVGain(saturation=1.5)

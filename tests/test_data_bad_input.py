@@ -272,3 +272,21 @@ def test_check_data_passes_a_clean_dataset(tmp_path, capsys):
     cfg_path.write_text(yaml.safe_dump(coco_cfg(tmp_path)))
     assert main(["--data", str(cfg_path)]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_exif_fast_path_agrees_with_pil(tmp_path):
+    """JPEGs without an EXIF block skip PIL; with one (after other header segments) PIL reads it."""
+    import io as _io
+
+    from PIL import Image
+
+    from detector.data.image_io import _jpeg_without_exif, exif_orientation
+    img = Image.fromarray(np.zeros((16, 24, 3), np.uint8))
+    plain, rotated = _io.BytesIO(), _io.BytesIO()
+    img.save(plain, "JPEG")
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(rotated, "JPEG", exif=exif.tobytes(), icc_profile=b"\0" * 300)
+    assert _jpeg_without_exif(plain.getvalue()) and exif_orientation(plain.getvalue()) == 1
+    assert not _jpeg_without_exif(rotated.getvalue()) and exif_orientation(rotated.getvalue()) == 6
+    assert not _jpeg_without_exif(b"\x89PNG\r\n\x1a\n")   # not a JPEG: PIL decides
