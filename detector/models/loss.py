@@ -41,6 +41,10 @@ class LossConfig:
     obj_iou_ratio: objectness target of a positive = (1 - r) + r * IoU(pred, gt) (0 = hard 1).
     label_smoothing: class targets become 1 - eps/2 and eps/2.
     obj_pos_weight, cls_pos_weight: BCE ``pos_weight`` of the positives.
+
+    Fixed (not options): box and class terms are means over a level's positives, averaged over
+    the levels that have any; objectness is a mean over all cells of a level; where several
+    ground truths share one (anchor, cell) slot, the highest-IoU one sets its objectness target.
     """
     box_gain: float = 0.05
     obj_gain: float = 1.0
