@@ -15,9 +15,7 @@ import pytest
 import torch
 import yaml
 
-from detector.config import ConfigError
 from detector.engine.checkpoint import load_checkpoint, model_state
-from detector.engine.train_config import parse_run_config
 from detector.engine.trainer import NonFiniteLossError, Trainer, load_detector_weights
 
 REPO = Path(__file__).resolve().parents[1]
