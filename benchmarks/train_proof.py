@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as tools/train.py does
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 

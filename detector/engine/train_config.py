@@ -49,9 +49,8 @@ class TrainConfig:
     seed: seeds python, numpy and torch (per rank) and the data order.
     deterministic: ``torch.use_deterministic_algorithms`` (slower on GPU).
     workers: data-loading processes per rank. threads: torch CPU threads per rank (0 = the cores
-        divided by the number of processes). On a machine shared with other jobs use 1: an
-        oversubscribed OpenMP pool stalls at every barrier (8x slower here with 2 threads on 2
-        busy cores). device: ``cpu``, ``cuda``, ``cuda:1``; empty =
+        divided by the number of processes); tools/train.py sets ``OMP_WAIT_POLICY=PASSIVE``,
+        without which threads spinning on cores shared with other work were 20x slower. device: ``cpu``, ``cuda``, ``cuda:1``; empty =
         CUDA when available.
     augment: :class:`AugmentConfig`; null = no augmentation (letterbox only).
     max_bad_steps: consecutive non-finite losses before the run stops.
