@@ -9,7 +9,7 @@
     python benchmarks/train_proof.py gpu-throughput
 
 Extra arguments are config overrides (``train.epochs=8``). Each mode prints a markdown block
-(command, wall time, final metrics, pass/fail) to paste into benchmarks/results/training.md.
+(command, wall time, final metrics, pass/fail) to paste into benchmarks/RESULTS.md.
 Wall time covers everything the user waits for: data preparation, training and evaluation.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 
 # Before torch loads OpenMP: idle threads sleep instead of spinning. With spinning threads, two
 # torch threads on two cores that anything else also uses ran a training step 20x slower
-# (benchmarks/results/training.md); with PASSIVE they beat one thread. Set it to override.
+# (benchmarks/RESULTS.md); with PASSIVE they beat one thread. Set it to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
