@@ -68,27 +68,32 @@ def model_state(ckpt: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
     raise CheckpointError("checkpoint holds no model weights (keys: %s)" % sorted(ckpt)[:10])
 
 
+def describe_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """Say how ``state`` differs from the model state ``own`` ('' when it fits exactly)."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if mismatched:
+        k = mismatched[0]
+        parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: "
+                     f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+    return "; ".join(parts)
+
+
 def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint"):
     """``load_state_dict(strict=True)`` with an error that says which model the weights fit.
 
     Shape mismatches and missing/unexpected keys mean the weights belong to another
     architecture; that gets one readable message instead of a wall of key names.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: "
-                         f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+    problem = describe_mismatch(model.state_dict(), state)
+    if problem:
         raise CheckpointError(f"{what} does not fit this model ({type(model).__name__}): "
-                              + "; ".join(parts) + ". Was it saved from another architecture?")
+                              f"{problem}. Was it saved from another architecture?")
     model.load_state_dict(state, strict=True)
     return model

@@ -11,7 +11,8 @@ from typing import Mapping
 
 import torch
 
-from ..engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict, model_state
+from ..engine.checkpoint import (CheckpointError, describe_mismatch, load_checkpoint,
+                                load_state_strict, model_state)
 from .backbones import CONFIG_DIR, CSPBackbone, build_backbone
 
 TIMM_ARCHS = ("cspresnet50", "cspresnext50", "cspdarknet53", "darknet53")
@@ -49,20 +50,9 @@ def from_timm_state_dict(state_dict: Mapping[str, torch.Tensor], arch: str) -> d
     with torch.device("meta"):
         reference = build_backbone(CONFIG_DIR / f"{arch}.yaml", num_classes=num_classes)
     own = reference.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} wrongly shaped (e.g. {k}: {tuple(state[k].shape)}, "
-                         f"{arch} has {tuple(own[k].shape)})")
-        raise ValueError(f"state_dict is not a timm '{arch}': " + "; ".join(parts))
+    problem = describe_mismatch(own, state)
+    if problem:
+        raise ValueError(f"state_dict is not a timm '{arch}': {problem}")
     return {k: state[k] for k in own}
 
 
