@@ -134,12 +134,14 @@ def test_every_block_is_registered():
 
 @pytest.mark.parametrize("split", ["conv", "two_conv", "slice"])
 def test_csp_stage_exports_to_onnx(tmp_path, split):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
+    from detector.export.onnx_runtime import make_session  # honours a process-wide ORT pool
+
     stage = CSPStage(16, 32, 1, "dark", 2, split=split, down_channels=32).eval()
     x = torch.randn(1, 16, 16, 16)
     path = tmp_path / "stage.onnx"
     torch.onnx.export(stage, x, str(path), opset_version=17, dynamo=False)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = make_session(path, providers=["CPUExecutionProvider"])
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), stage(x), atol=1e-5, rtol=1e-4)
