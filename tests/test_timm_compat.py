@@ -40,11 +40,7 @@ def test_param_counts_match_timm_exactly(arch):
     assert count_params(build_backbone(CFG / f"{arch}.yaml")) == TIMM_PARAMS[arch]
 
 
-@pytest.mark.parametrize("arch", [
-    "cspresnet50", "cspdarknet53",  # CSP stages with bottleneck and Darknet blocks
-    pytest.param("cspresnext50", marks=pytest.mark.slow),
-    pytest.param("darknet53", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize("arch", ["cspresnet50", "cspdarknet53", "cspresnext50", "darknet53"])
 def test_timm_state_dict_converts_and_logits_match(arch):
     ref = randomize(timm.create_model(arch, pretrained=False))
     assert count_params(ref) == TIMM_PARAMS[arch]
