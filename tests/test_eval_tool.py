@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import build_model
 from detector.data import build_dataloader, build_dataset
 from detector.engine.checkpoint import save_checkpoint
 from detector.evaluation import COCOEvaluator, evaluate
 from detector.export.onnx_export import export_onnx
 from detector.export.onnx_runtime import ONNXRuntimeDetector
+from model_fixtures import calibrated_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
@@ -32,20 +32,7 @@ def _tool(name):
 
 @pytest.fixture(scope="module")
 def model():
-    """Random weights, BatchNorm statistics measured on a few batches, spread-out scores."""
-    torch.manual_seed(0)
-    m = build_model(MODEL)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.reset_running_stats()
-            mod.momentum = None
-    m.train()
-    with torch.no_grad():
-        m(torch.rand(4, 3, 128, 128))
-        for pred in m.head.preds:
-            pred.weight.mul_(0.05)
-            pred.bias.normal_(0, 1)
-    return m.eval()
+    return calibrated_detector(MODEL, batches=1)
 
 
 @pytest.mark.parametrize("layout", ["json", "yolo"])

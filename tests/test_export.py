@@ -10,6 +10,7 @@ from detector.engine.checkpoint import save_checkpoint
 from detector.export.onnx_export import export_onnx, read_metadata
 from detector.export.onnx_runtime import ONNXRuntimeDetector
 from detector.models.postprocess import postprocess
+from model_fixtures import calibrated_detector
 
 # A small real detector (PeleeNet + EFM(SAM) + YOLO head) at a small input keeps this quick.
 SMALL = {"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
@@ -17,28 +18,9 @@ SMALL = {"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yam
 NAMES = ["cat", "dog", "bird"]
 
 
-def _small_model(seed=0):
-    """Random weights with BatchNorm statistics measured on a few batches, as in a trained model
-    (default statistics let activations grow to ~1e2, far from what a real export sees)."""
-    torch.manual_seed(seed)
-    model = build_model(SMALL)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(4, 3, 128, 128))
-        for pred in model.head.preds:  # spread the scores so that NMS has real choices to make
-            pred.weight.mul_(0.05)
-            pred.bias.normal_(0, 1)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _small_model()
+    return calibrated_detector(SMALL)
 
 
 @pytest.fixture(scope="module")
