@@ -38,6 +38,15 @@ NORMS = {
 }
 
 
+def _lookup(name: str, table: dict, kind: str):
+    """A layer class by its config name, or an error naming the closest known one."""
+    key = name.lower()
+    if key not in table:
+        raise ConfigError(f"unknown {kind} '{name}'{closest_key(key, table)}; "
+                          f"known: {', '.join(sorted(table))}")
+    return table[key]
+
+
 def get_act(act: LayerSpec, negative_slope: Optional[float] = None) -> Callable[[], nn.Module]:
     """Activation factory from a name (``'leaky_relu'``), a class or ``None`` (identity).
 
@@ -46,11 +55,7 @@ def get_act(act: LayerSpec, negative_slope: Optional[float] = None) -> Callable[
     if act is None:
         return nn.Identity
     if isinstance(act, str):
-        key = act.lower()
-        if key not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation '{act}'{closest_key(key, ACTIVATIONS)}; "
-                              f"known: {', '.join(sorted(ACTIVATIONS))}")
-        act = ACTIVATIONS[key]
+        act = _lookup(act, ACTIVATIONS, "activation")
     if act is nn.LeakyReLU and negative_slope is not None:
         return functools.partial(nn.LeakyReLU, negative_slope=negative_slope)
     return act
@@ -61,11 +66,7 @@ def get_norm(norm: LayerSpec) -> Callable[[int], nn.Module]:
     if norm is None:
         return lambda channels: nn.Identity()
     if isinstance(norm, str):
-        key = norm.lower()
-        if key not in NORMS:
-            raise ConfigError(f"unknown norm '{norm}'{closest_key(key, NORMS)}; "
-                              f"known: {', '.join(sorted(NORMS))}")
-        norm = NORMS[key]
+        norm = _lookup(norm, NORMS, "norm")
     if norm is nn.Identity:
         return lambda channels: nn.Identity()
     return norm
