@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import cv2
@@ -43,6 +44,11 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     cv2.setNumThreads(0)  # workers are the parallelism; OpenCV threads would oversubscribe
+    # Ctrl-C, `timeout` and job schedulers signal the whole process group: the main process
+    # must finish its step and write last.pt, which fails if the workers die first. The main
+    # process shuts its workers down, and they exit by themselves if it is killed.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     info = get_worker_info()
     if info is not None and hasattr(info.dataset, "reseed"):
         info.dataset.reseed(seed)
