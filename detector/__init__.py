@@ -1,5 +1,16 @@
-"""cspdet: real-time object detection with Cross Stage Partial networks."""
-from .config import ConfigError, load_config  # noqa: F401
-from .models.builder import build_model  # noqa: F401
+"""cspdet: real-time object detection with Cross Stage Partial networks.
 
+The top-level names load lazily, so that ``import detector.cli`` (the ``cspdet`` command) can set
+thread policy before torch and OpenMP are loaded.
+"""
 __version__ = "0.1.0"
+
+_LAZY = {"ConfigError": "detector.config", "load_config": "detector.config",
+         "build_model": "detector.models.builder"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'detector' has no attribute {name!r}")

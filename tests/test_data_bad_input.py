@@ -244,12 +244,8 @@ def test_label_without_image_and_image_without_labels(tmp_path, caplog):
 
 # ------------------------------------------------------------------------------ check_data
 def _check_data_main():
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "tools" / "check_data.py"
-    spec = importlib.util.spec_from_file_location("check_data_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    from detector.cli.check_data import main
+    return main
 
 
 def test_check_data_reports_every_problem(broken_coco, tmp_path, capsys):

@@ -17,10 +17,7 @@ NAMES = ["red", "green", "blue"]
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("demo_tool", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("detector.cli.demo")
 
 
 @pytest.fixture(scope="module")

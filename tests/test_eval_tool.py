@@ -24,10 +24,7 @@ MODEL = {"model": {"num_classes": 80, "backbone": "configs/backbones/peleenet.ya
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"detector.cli.{name}")
 
 
 @pytest.fixture(scope="module")

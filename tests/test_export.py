@@ -106,13 +106,7 @@ def test_nms_export_gives_the_pytorch_pipelines_boxes(model, tmp_path):
 
 
 def test_export_cli_from_checkpoint(model, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "export_tool", Path(__file__).resolve().parents[1] / "tools" / "export.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    import detector.cli.export as tool
     ckpt = save_checkpoint({"model": model.state_dict(), "config": {"model": model.config},
                             "names": NAMES, "epoch": 1}, tmp_path / "best.pt")
     assert tool.main(["--weights", str(ckpt), "--size", "128"]) == 0

@@ -15,10 +15,7 @@ CFG = ROOT / "configs" / "backbones"
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("model_info", ROOT / "tools" / "model_info.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("detector.cli.model_info")
 
 
 def test_flops_count_a_multiply_add_as_two():

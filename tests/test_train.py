@@ -154,10 +154,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(full_run, tmp_
 
 
 def load_cli():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "tools" / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    import detector.cli.train as cli
     return cli
 
 

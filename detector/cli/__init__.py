@@ -1,0 +1,66 @@
+"""The ``cspdet`` command: one entry point, one subcommand per tool.
+
+    cspdet train --cfg csppelee_efm_sam
+    cspdet eval --weights runs/csppelee_efm_sam/best.pt
+
+Each subcommand is a module of this package with a ``main(argv) -> int``; ``tools/<name>.py``
+are thin wrappers over the same functions. Modules load only when their subcommand runs, so
+``cspdet --help`` is quick and ``train`` can set thread policy before torch loads.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# subcommand -> (module in detector.cli, one-line help)
+COMMANDS = {
+    "train": ("train", "train a detector from a config"),
+    "eval": ("eval", "COCO evaluation of a checkpoint or ONNX file"),
+    "predict": ("demo", "detect on images, a folder, a video or a webcam"),
+    "demo": ("demo", "same as predict"),
+    "export": ("export", "export a checkpoint to ONNX"),
+    "benchmark": ("benchmark", "latency and size against the peers"),
+    "check-data": ("check_data", "check a dataset and report every problem"),
+    "visualize-data": ("visualize_data", "draw augmented training samples"),
+    "model-info": ("model_info", "params, GFLOPs and per-stage table of a config"),
+    "anchors": ("anchors", "k-means anchors for a dataset"),
+    "make-shapes": ("make_shapes", "generate the synthetic shapes dataset"),
+}
+
+
+def set_thread_policy() -> None:
+    """Idle OpenMP threads sleep instead of spinning; must run before torch is imported."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def usage() -> str:
+    lines = ["usage: cspdet COMMAND [ARGS...]   (cspdet COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<15} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def run_command(name: str, argv=None) -> int:
+    """Run subcommand ``name`` (a key of COMMANDS) with ``argv``; returns its exit status."""
+    set_thread_policy()
+    module = importlib.import_module(f"detector.cli.{COMMANDS[name][0]}")
+    return int(module.main(argv) or 0)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from detector import __version__
+        print(f"cspdet {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        import difflib
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"cspdet: unknown command '{name}'{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return run_command(name, argv[1:])

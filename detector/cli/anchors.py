@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""k-means anchors (distance 1 - IoU of boxes aligned at a corner) for a dataset, in config form.
+
+    python tools/anchors.py --coco /work/shared/data/coco128/annotations/instances_train2017.json
+    python tools/anchors.py --yolo-labels path/to/labels/train --images path/to/images/train
+    python tools/anchors.py --data configs/data/coco.yaml --img-size 320 -k 9 --levels 3
+
+Box sizes are measured after the letterbox resize to ``--img-size`` (the longest side scaled
+to it), which is what the head's anchors are compared with. Prints the anchors grouped per
+level (smallest to the finest stride) as a ``model.head.anchors`` YAML line, with the mean best
+IoU and the share of boxes that some anchor matches within the loss's ratio threshold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """IoU of (N, 2) sizes against (K, 2) sizes, boxes sharing a corner -> (N, K)."""
+    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
+    union = wh[:, None].prod(2) + anchors[None].prod(2) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def kmeans_anchors(wh: np.ndarray, k: int = 9, iters: int = 300, seed: int = 0) -> np.ndarray:
+    """k-means on box sizes with d = 1 - IoU; k-means++ seeding, median update; sorted by area."""
+    wh = np.asarray(wh, dtype=np.float64)
+    wh = wh[(wh > 0).all(1)]
+    if len(wh) < k:
+        raise ValueError(f"need at least k={k} boxes with positive size, got {len(wh)}")
+    rng = np.random.default_rng(seed)
+    centers = [wh[rng.integers(len(wh))]]
+    for _ in range(1, k):  # k-means++: next centre far (in 1 - IoU) from the chosen ones
+        d = 1 - wh_iou(wh, np.array(centers)).max(1)
+        p = d ** 2
+        centers.append(wh[rng.choice(len(wh), p=p / p.sum())] if p.sum() > 0 else wh[rng.integers(len(wh))])
+    centers = np.array(centers)
+    assign = None
+    for _ in range(iters):
+        new_assign = wh_iou(wh, centers).argmax(1)
+        if assign is not None and (new_assign == assign).all():
+            break
+        assign = new_assign
+        for j in range(k):
+            members = wh[assign == j]
+            if len(members):
+                centers[j] = np.median(members, 0)
+    return centers[np.argsort(centers.prod(1))]
+
+
+def anchor_fitness(wh: np.ndarray, anchors: np.ndarray, ratio_thresh: float = 4.0) -> Tuple[float, float]:
+    """(mean best IoU, share of boxes with an anchor within the w/h ratio threshold)."""
+    best_iou = wh_iou(wh, anchors).max(1).mean()
+    r = wh[:, None] / anchors[None]
+    worst = np.maximum(r, 1 / r).max(2)  # (N, K)
+    recall = (worst.min(1) < ratio_thresh).mean()
+    return float(best_iou), float(recall)
+
+
+def sizes_from_coco(path: str, img_size: int) -> np.ndarray:
+    """Box sizes from a COCO instances JSON, scaled by the letterbox ratio of their image."""
+    with open(path, "r", encoding="utf-8") as f:
+        data = json.load(f)
+    scale = {im["id"]: img_size / max(im["width"], im["height"]) for im in data["images"]}
+    wh = [(a["bbox"][2] * scale[a["image_id"]], a["bbox"][3] * scale[a["image_id"]])
+          for a in data["annotations"] if not a.get("iscrowd", 0) and a["image_id"] in scale]
+    return np.array(wh, dtype=np.float64).reshape(-1, 2)
+
+
+def sizes_from_yolo(labels_dir: str, images_dir: str, img_size: int) -> np.ndarray:
+    """Box sizes from YOLO txt labels (class cx cy w h, normalised), image sizes read from disk."""
+    import cv2
+    from tqdm import tqdm
+
+    images = {p.stem: p for p in Path(images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    wh = []
+    for txt in tqdm(sorted(Path(labels_dir).rglob("*.txt")), desc="labels"):
+        img_path = images.get(txt.stem)
+        rows = np.loadtxt(txt, ndmin=2) if txt.stat().st_size else np.zeros((0, 5))
+        if img_path is None or not len(rows):
+            continue
+        img = cv2.imread(str(img_path), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            print(f"skipping unreadable image {img_path}", file=sys.stderr)
+            continue
+        h, w = img.shape[:2]
+        r = img_size / max(h, w)
+        wh.append(np.stack((rows[:, 3] * w * r, rows[:, 4] * h * r), 1))
+    return np.concatenate(wh, 0) if wh else np.zeros((0, 2))
+
+
+def sizes_from_data_config(data: str, img_size: int) -> np.ndarray:
+    """Box sizes of a data config's training split, from the project's label scan (images are
+    read only for YOLO txt labels, whose boxes are normalised)."""
+    import cv2
+    from tqdm import tqdm
+
+    from detector.data import build_dataset
+
+    dataset = build_dataset(data, "train", img_size)
+    wh = []
+    for rec in tqdm(dataset.records, desc="labels"):
+        if not len(rec.boxes):
+            continue
+        hw = rec.hw
+        if rec.normalized or hw is None:
+            img = cv2.imread(rec.path, cv2.IMREAD_UNCHANGED)
+            if img is None:
+                print(f"skipping unreadable image {rec.path}", file=sys.stderr)
+                continue
+            hw = img.shape[:2]
+        boxes = rec.boxes * (np.array([hw[1], hw[0], hw[1], hw[0]]) if rec.normalized else 1)
+        wh.append((boxes[:, 2:4] - boxes[:, 0:2]) * img_size / max(hw))
+    return np.concatenate(wh, 0) if wh else np.zeros((0, 2))
+
+
+def format_anchors(anchors: np.ndarray, levels: int) -> str:
+    groups = np.array_split(np.round(anchors).astype(int), levels)
+    return "anchors: [" + ", ".join("[" + ", ".join(f"{w}, {h}" for w, h in g) + "]" for g in groups) + "]"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--coco", help="COCO instances JSON")
+    src.add_argument("--yolo-labels", help="folder of YOLO txt labels (needs --images)")
+    src.add_argument("--data", help="data config YAML (training split, via detector.data)")
+    ap.add_argument("--images", help="images folder for --yolo-labels")
+    ap.add_argument("--img-size", type=int, default=416, help="network input side (default 416)")
+    ap.add_argument("-k", type=int, default=9, help="number of anchors (default 9)")
+    ap.add_argument("--levels", type=int, default=3, help="output levels to split them over")
+    ap.add_argument("--ratio-thresh", type=float, default=4.0, help="loss anchor_ratio_thresh")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.coco:
+        wh = sizes_from_coco(args.coco, args.img_size)
+    elif args.yolo_labels:
+        if not args.images:
+            ap.error("--yolo-labels needs --images")
+        wh = sizes_from_yolo(args.yolo_labels, args.images, args.img_size)
+    else:
+        wh = sizes_from_data_config(args.data, args.img_size)
+    if args.k % args.levels:
+        ap.error(f"-k {args.k} must be a multiple of --levels {args.levels}")
+    anchors = kmeans_anchors(wh, args.k, seed=args.seed)
+    iou, recall = anchor_fitness(wh[(wh > 0).all(1)], anchors, args.ratio_thresh)
+    print(f"# {len(wh)} boxes at img_size {args.img_size}: mean best IoU {iou:.3f}, "
+          f"{100 * recall:.1f}% matched within ratio {args.ratio_thresh:g}")
+    print(format_anchors(anchors, args.levels))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
