@@ -184,3 +184,15 @@ def _is_tuple_hint(hint) -> bool:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
+
+
+def trained_img_size(cfg: Mapping[str, Any], default: int = 320) -> int:
+    """The one input-size rule: a model runs at the size it was trained at.
+
+    Predictor, eval, demo and export all call this when the user passes no size; ``cfg`` is a
+    checkpoint's resolved config (or a config file's contents). ``default`` applies only to a
+    config with no ``train.img_size`` (a bare model section).
+    """
+    train = cfg.get("train") if isinstance(cfg, Mapping) else None
+    size = (train or {}).get("img_size") if isinstance(train, Mapping) else None
+    return int(size or default)

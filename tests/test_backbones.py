@@ -15,7 +15,7 @@ CFG = Path(__file__).resolve().parents[1] / "configs" / "backbones"
 ALL = sorted(p.stem for p in CFG.glob("*.yaml"))
 SMALL = ["peleenet", "csppeleenet", "resnet10", "cspresnet10", "cspdensenet"]
 
-# The CSPNet paper's ImageNet table (DESIGN.md section 2): params (M), BFLOPs, input side.
+# The CSPNet paper's ImageNet table (docs/paper.md): params (M), BFLOPs, input side.
 PAPER = {
     "peleenet": (2.79, 1.017, 224), "csppeleenet": (2.83, 0.888, 224),
     "resnet10": (5.24, 2.273, 256), "cspresnet10": (2.73, 1.905, 256),

@@ -11,7 +11,7 @@ from detector.models.info import count_params
 timm = pytest.importorskip("timm")
 CFG = Path(__file__).resolve().parents[1] / "configs" / "backbones"
 
-# timm 1.0.x with a 1000-class head (DESIGN.md section 2)
+# timm 1.0.x with a 1000-class head (docs/paper.md)
 TIMM_PARAMS = {"cspdarknet53": 27_642_184, "cspresnet50": 21_616_168,
                "cspresnext50": 20_569_896, "darknet53": 41_609_928}
 

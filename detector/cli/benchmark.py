@@ -54,7 +54,7 @@ DEFAULT_PAIRS = ["peleenet:csppeleenet", "resnet10:cspresnet10", "resnet50:cspre
                  "resnext50:cspresnext50", "darknet53:cspdarknet53",
                  "configs/pelee_efm_sam.yaml:configs/csppelee_efm_sam.yaml"]
 ENGINES = ("pytorch", "onnxruntime", "opencv")
-# The paper's ImageNet figures (DESIGN.md section 2): (params M, BFLOPs) of base -> CSP.
+# The paper's ImageNet figures (docs/paper.md): (params M, BFLOPs) of base -> CSP.
 PAPER = {("peleenet", "csppeleenet"): ((2.79, 1.017), (2.83, 0.888)),
          ("resnet10", "cspresnet10"): ((5.24, 2.273), (2.73, 1.905)),
          ("resnet50", "cspresnet50"): ((22.73, 9.74), (21.57, 8.97)),
@@ -360,7 +360,7 @@ def markdown(models: List[Model], sizes_of, engines, results, pairs, args, comma
                 cells.append("-")
             lines.append(f"| {base.name} -> {csp.name} | {size} | " + " | ".join(cells) + " |")
         lines += ["", "Backbones are ImageNet classifiers (1000-class head) as in the paper's tables; the "
-                      "paper column is the change the authors report (DESIGN.md section 2)."]
+                      "paper column is the change the authors report (docs/paper.md)."]
     if errors:
         lines += ["", "Not run: " + "; ".join(errors)]
     lines += ["", END]

@@ -23,7 +23,7 @@ def use_global_thread_pool(threads: int) -> bool:
 
     Sessions timed alternately in one process must share their threads: with a pool per
     session, the idle pool of the session that just ran keeps spinning on a core and the next
-    model runs up to 3x slower (measured here, DESIGN.md section 7). Must run before the first
+    model runs up to 3x slower (measured here, docs/paper.md). Must run before the first
     session is created; returns False when the process already has a different setting.
     """
     global _GLOBAL_POOL

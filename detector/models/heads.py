@@ -23,7 +23,7 @@ from torch import nn
 from ..config import ConfigError
 from .necks import ConvNormAct
 
-# COCO anchors of YOLOv3 (pixels at 416), strides 8 | 16 | 32 (DESIGN.md section 4).
+# COCO anchors of YOLOv3 (pixels at 416), strides 8 | 16 | 32 (docs/paper.md).
 COCO_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
 
 
