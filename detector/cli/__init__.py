@@ -26,6 +26,9 @@ COMMANDS = {
     "model-info": ("model_info", "params, GFLOPs and per-stage table of a config"),
     "anchors": ("anchors", "k-means anchors for a dataset"),
     "make-shapes": ("make_shapes", "generate the synthetic shapes dataset"),
+    "ablate": ("ablate", "train the variants of a paper ablation and write its table"),
+    "train-cls": ("train_cls", "train a backbone as an image classifier (ImageFolder)"),
+    "eval-cls": ("eval_cls", "top-1 / top-5 and confusion summary of a classifier"),
 }
 
 
