@@ -39,10 +39,53 @@ def check_keys(d: Mapping[str, Any], known: Iterable[str], where: str) -> None:
                 f"valid keys: {', '.join(sorted(known))}")
 
 
+def configs_root() -> Path:
+    """The folder of the shipped configs (``detector``, ``backbones/``, ``data/``).
+
+    In a checkout (or an editable install) that is the repository's top-level ``configs/``;
+    a wheel carries the same files as ``detector/configs`` (setup.py maps one onto the other,
+    so git holds one copy).
+    """
+    here = Path(__file__).resolve().parent
+    checkout = here.parent
+    if (checkout / "setup.cfg").is_file() and (checkout / "configs").is_dir():
+        return checkout / "configs"
+    return here / "configs"
+
+
+def find_config(name: Union[str, os.PathLike]) -> Path:
+    """A config path as the user wrote it -> an existing file.
+
+    Tried in order: the path itself (relative to the working directory); a path written
+    relative to the repository (``configs/backbones/x.yaml``) inside :func:`configs_root`; a bare
+    name (``csppelee_efm_sam``, ``cspdarknet53``, ``coco128``, with or without ``.yaml``) in
+    ``configs/``, ``configs/backbones/`` or ``configs/data/``. So the same names work from any
+    folder, installed or not.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    root = configs_root()
+    candidates = []
+    if not path.is_absolute():
+        parts = path.parts
+        if parts and parts[0] == "configs":
+            candidates.append(root.joinpath(*parts[1:]))
+        if len(parts) == 1:
+            stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+            candidates += [root / stem, root / "backbones" / stem, root / "data" / stem]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    hint = ""
+    if not path.is_absolute() and len(path.parts) == 1:
+        known = sorted({p.stem for p in root.rglob("*.yaml")})
+        hint = closest_key(path.stem, known) or f"; shipped configs: {', '.join(known)}"
+    raise ConfigError(f"config file not found: {name}{hint}")
+
+
 def load_yaml(path: Union[str, os.PathLike]) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = find_config(path)
     with open(path, "r", encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
@@ -56,7 +99,7 @@ def load_config(cfg: PathOrDict, overrides: Iterable[str] = ()) -> dict:
         data = copy.deepcopy(dict(cfg))
     else:
         data = load_yaml(cfg)
-        data.setdefault("_source", str(cfg))
+        data.setdefault("_source", str(find_config(cfg)))
     return apply_overrides(data, overrides)
 
 
@@ -81,7 +124,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
                 # a section given as a YAML path (data: configs/data/x.yaml): inline it so the
                 # override edits a copy; _source keeps its relative paths resolvable
                 nxt = load_yaml(nxt)
-                nxt.setdefault("_source", node[part])
+                nxt.setdefault("_source", str(find_config(node[part])))
                 node[part] = nxt
             elif nxt is None and part not in node:
                 raise ConfigError(f"override '{key}': no section '{section}'"

@@ -43,11 +43,50 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# Exceptions that mean "the user gave us something we cannot use" (a bad config, dataset, file
+# or class id): one line and exit status 2, no traceback. Anything else is our bug and keeps its
+# traceback. CSPDET_DEBUG=1 shows the traceback for user errors too.
+USER_ERRORS = (
+    ("detector.config", "ConfigError"),
+    ("detector.engine.checkpoint", "CheckpointError"),
+    ("detector.data.config", "DatasetNotFoundError"),
+    ("detector.data.labels", "LabelError"),
+    ("detector.data.image_io", "ImageReadError"),
+    ("detector.cli.demo", "DemoError"),
+    ("builtins", "FileNotFoundError"),
+    ("builtins", "NotADirectoryError"),
+    ("builtins", "IsADirectoryError"),
+    ("builtins", "PermissionError"),
+)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """True when ``error`` is one of USER_ERRORS (only modules already loaded are looked at)."""
+    for module_name, cls_name in USER_ERRORS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, cls_name, None) if module is not None else None
+        if isinstance(cls, type) and isinstance(error, cls):
+            return True
+    return False
+
+
 def run_command(name: str, argv=None) -> int:
     """Run subcommand ``name`` (a key of COMMANDS) with ``argv``; returns its exit status."""
     set_thread_policy()
     module = importlib.import_module(f"detector.cli.{COMMANDS[name][0]}")
-    return int(module.main(argv) or 0)
+    try:
+        return int(module.main(argv) or 0)
+    except KeyboardInterrupt:
+        print(f"cspdet {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- sorted into user errors and bugs just below
+        if not is_user_error(e) or os.environ.get("CSPDET_DEBUG"):
+            raise
+        message = str(e) or type(e).__name__
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in message:
+            message = f"{message}: {e.filename}"
+        print(f"cspdet {name}: error: {message}", file=sys.stderr)
+        return 2
 
 
 def main(argv=None) -> int:

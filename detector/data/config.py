@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
-from ..config import ConfigError, PathOrDict, from_dict, load_yaml
+from ..config import ConfigError, PathOrDict, find_config, from_dict, load_yaml
 
 FORMATS = ("coco", "yolo")
 
@@ -139,10 +139,11 @@ def load_data_config(cfg: Union[PathOrDict, DataConfig], base_dir: Union[str, os
         if base_dir is None:
             base_dir = Path(source).parent if source else Path.cwd()
     else:
-        source = str(cfg)
-        data = load_yaml(cfg)
+        path = find_config(cfg)
+        source = str(path)
+        data = load_yaml(path)
         data.pop("_source", None)
-        base_dir = Path(cfg).resolve().parent
+        base_dir = path.resolve().parent
     data_cfg = from_dict(DataConfig, data, "data")
     data_cfg.source = source
     return _resolve_paths(data_cfg, Path(base_dir))

@@ -17,11 +17,12 @@ from typing import Any, List, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..config import ConfigError, PathOrDict, check_keys, closest_key, from_dict, load_config, to_dict
+from ..config import (ConfigError, PathOrDict, check_keys, closest_key, configs_root, from_dict, load_config,
+                      to_dict)
 from .blocks import (ConvNormAct, CSPStage, PeleeStem, PlainStage, check_channels, get_act,
                      get_norm)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "backbones"
+CONFIG_DIR = configs_root() / "backbones"  # arch presets: configs/backbones/<arch>.yaml
 FEATURE_STRIDES = (4, 8, 16, 32)
 
 

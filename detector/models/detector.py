@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..config import ConfigError, from_dict, to_dict
+from ..config import ConfigError, find_config, from_dict, to_dict
 from .heads import HeadConfig, YOLOHead
 from .loss import LossConfig
 from .necks import build_neck, parse_neck_config
@@ -51,12 +51,10 @@ def resolve_backbone_config(backbone) -> dict:
     from .backbones import resolve_backbone_config as resolve
 
     if isinstance(backbone, (str, Path)):
-        path = Path(backbone)
-        if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
-            path = REPO_ROOT / path
-        if not path.is_file():
-            raise ConfigError(f"model.backbone: backbone config not found: {backbone}")
-        backbone = str(path)
+        try:
+            backbone = str(find_config(backbone))
+        except ConfigError as e:
+            raise ConfigError(f"model.backbone: backbone {e}") from None
     elif not isinstance(backbone, dict):
         raise ConfigError("model.backbone must be a mapping of backbone options or a path to a "
                           f"backbone YAML, got {type(backbone).__name__}")
