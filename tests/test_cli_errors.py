@@ -1,0 +1,72 @@
+"""Every `cspdet` command answers a user error with one clear line and a non-zero exit status.
+
+Run in-process through the same dispatcher the console command uses, so an exception that
+escapes (a traceback for the user) fails the test.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector.cli import COMMANDS, main, run_command
+
+MISSING = "no_such_file_here"
+
+
+def _bad_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: {arch: cspdarknet53, num_clases: 10}\n", encoding="utf-8")
+    return path
+
+
+CASES = {
+    "train missing config": ("train", ["--cfg", f"{MISSING}.yaml"], "not found"),
+    "train config typo": ("train", ["--cfg", "csppelee_efm_sam", "train.epoch=3"], "epoch"),
+    "eval missing weights": ("eval", ["--weights", f"{MISSING}.pt"], MISSING),
+    "predict missing weights": ("predict", ["--weights", f"{MISSING}.pt", "--source", "x.jpg",
+                                            "--no-show"], MISSING),
+    "export missing weights": ("export", ["--weights", f"{MISSING}.pt"], MISSING),
+    "check-data missing data": ("check-data", ["--data", f"{MISSING}.yaml"], MISSING),
+    "visualize-data missing data": ("visualize-data", ["--data", f"{MISSING}.yaml"], MISSING),
+    "anchors missing data": ("anchors", ["--data", f"{MISSING}.yaml"], MISSING),
+    "model-info config name typo": ("model-info", ["--cfg", "csppele_efm_sam"], "did you mean"),
+    "model-info bad key": ("model-info", ["--cfg", "@bad"], "num_clases"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_user_error_is_one_message_and_nonzero_exit(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name, argv, expected = CASES[case]
+    argv = [str(_bad_yaml(tmp_path)) if a == "@bad" else a for a in argv]
+    try:
+        status = run_command(name, argv)
+    except SystemExit as e:  # argparse / tools that exit with a message
+        status = e.code if isinstance(e.code, int) else 1
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    out = capsys.readouterr()
+    text = out.err + out.out
+    assert status not in (0, None), text
+    assert expected.lower() in text.lower(), text
+    assert "Traceback" not in text
+
+
+def test_unknown_command_suggests_the_closest():
+    assert main(["trian"]) == 2
+
+
+def test_every_command_has_help(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            run_command(name, ["--help"])
+        assert e.value.code == 0, name
+    assert "usage" in capsys.readouterr().out
+
+
+def test_console_entry_point_reports_a_missing_file_without_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "detector.cli", "eval", "--weights", f"{MISSING}.pt"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert MISSING in res.stderr and "Traceback" not in res.stderr
