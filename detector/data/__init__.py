@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .augment import TrainTransform, eval_transform  # noqa: F401
+from ..config import ConfigError  # noqa: F401
 from .config import (AugmentConfig, DataConfig, DatasetNotFoundError, GenerateConfig,  # noqa: F401
                      SplitConfig, check_split_exists, load_augment_config, load_data_config)
 from .dataset import DetectionDataset  # noqa: F401
 from .image_io import ImageReadError, read_image  # noqa: F401
 from .labels import LabelError, ScanReport, scan_coco, scan_yolo  # noqa: F401
+from .records import ImageRecord, RecordStore  # noqa: F401
 from .letterbox import letterbox, unletterbox_boxes  # noqa: F401
 from .loader import (DetectionDataLoader, build_dataloader, collate, random_size,  # noqa: F401
                      rescale_batch)
@@ -25,23 +27,28 @@ log = logging.getLogger(__name__)
 def prepare_data(data_cfg) -> DataConfig:
     """Load the data config and generate synthetic data on first use (``generate`` section)."""
     cfg = load_data_config(data_cfg)
-    if cfg.generate is not None:
+    g = cfg.generate
+    if g is not None and g.kind == "proxy":
+        from .proxy import ensure_proxy
+        ensure_proxy(cfg.root, g.num_train, g.num_val, g.img_size, g.seed, g.textures)
+    elif g is not None:
         from .shapes import ensure_shapes
-        g = cfg.generate
         ensure_shapes(cfg.root, g.num_train, g.num_val, g.img_size, g.seed)
     return cfg
 
 
-def scan_split(data_cfg, split: str):
-    """Scan a split's labels: returns (records, names, label_to_cat_id, gt dict or None, report)."""
+def scan_split(data_cfg, split: str, strict: bool = True):
+    """Scan a split's labels: returns (records, names, label_to_cat_id, ground truth or None,
+    report); ``records`` is a :class:`RecordStore`. ``strict=False`` leaves the fatal label
+    problems in ``report.errors`` instead of raising them (check_data reports them all)."""
     cfg = prepare_data(data_cfg)
     s = check_split_exists(cfg, split)
     if cfg.format == "coco":
-        labels = scan_coco(s.annotations, s.images, cfg.names)
+        labels = scan_coco(s.annotations, s.images, cfg.names, strict=strict)
         return labels.records, labels.names, labels.cat_ids, labels.gt, labels.report
     if not cfg.names:
-        raise LabelError(f"{cfg.source or 'data config'}: format 'yolo' needs 'names' (the class names)")
-    labels = scan_yolo(s.images, s.labels, len(cfg.names))
+        raise ConfigError(f"{cfg.source or 'data config'}: format 'yolo' needs 'names' (the class names)")
+    labels = scan_yolo(s.images, s.labels, len(cfg.names), strict=strict)
     return labels.records, list(cfg.names), list(range(len(cfg.names))), None, labels.report
 
 

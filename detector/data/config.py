@@ -35,15 +35,35 @@ class SplitConfig:
     labels: str = ""
 
 
+GENERATORS = ("shapes", "proxy")
+
+
 @dataclass
 class GenerateConfig:
-    """Synthetic shapes data generated on first use (see :mod:`detector.data.shapes`)."""
+    """Synthetic data generated on first use.
+
+    kind: ``shapes`` (the quick start, :mod:`detector.data.shapes`) or ``proxy`` (the harder
+        ablation set, :mod:`detector.data.proxy`).
+    textures (proxy only): photos for backgrounds and fills -- ``auto`` (the coco128 images
+        when present, else procedural), ``none`` (procedural) or a folder of images. What was
+        used is part of the cache folder's hash.
+    """
+    kind: str = "shapes"
     num_train: int = 1500
     num_val: int = 200
     img_size: int = 320
     seed: int = 0
-    # where to generate; empty = $CSPDET_CACHE_DIR or ~/.cache/cspdet, in shapes-<params hash>
+    textures: str = "auto"
+    # where to generate; empty = $CSPDET_CACHE_DIR or ~/.cache/cspdet, in <kind>-<params hash>
     cache_dir: str = ""
+
+    def __post_init__(self):
+        if self.kind not in GENERATORS:
+            raise ConfigError(f"data.generate.kind must be one of {', '.join(GENERATORS)}, "
+                              f"got '{self.kind}'")
+        for key in ("num_train", "num_val", "img_size"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"data.generate.{key} must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass
@@ -182,8 +202,16 @@ def yolo_labels_dir(images_dir: Path) -> Path:
 
 
 def shapes_params_hash(gen: GenerateConfig) -> str:
-    from .shapes import GENERATOR_VERSION
-    params = {k: v for k, v in dataclasses.asdict(gen).items() if k != "cache_dir"}
+    """Hash of what decides the generated files: the counts, size, seed, generator version
+    and, for ``proxy``, which textures (``procedural`` or the photos' names and sizes)."""
+    params = {k: v for k, v in dataclasses.asdict(gen).items()
+              if k not in ("cache_dir", "kind", "textures")}
+    if gen.kind == "proxy":
+        from .proxy import GENERATOR_VERSION, resolve_textures, texture_key
+        params["kind"] = "proxy"
+        params["textures"] = texture_key(*resolve_textures(gen.textures))
+    else:  # the shapes hash is what it was before `kind` existed: caches stay valid
+        from .shapes import GENERATOR_VERSION
     params["version"] = GENERATOR_VERSION
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -198,7 +226,7 @@ def default_cache_root() -> Path:
 
 def _shapes_cache_dir(gen: GenerateConfig) -> Path:
     base = Path(os.path.expanduser(gen.cache_dir)) if gen.cache_dir else default_cache_root()
-    return base / f"shapes-{shapes_params_hash(gen)}"
+    return base / f"{gen.kind}-{shapes_params_hash(gen)}"
 
 
 def check_split_exists(cfg: DataConfig, split: str) -> SplitConfig:
