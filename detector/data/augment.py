@@ -38,9 +38,8 @@ import cv2
 import numpy as np
 
 from .config import AugmentConfig
-from .letterbox import letterbox
+from .letterbox import PAD_VALUE, letterbox
 
-PAD_VALUE = 114
 Sample = Tuple[np.ndarray, np.ndarray, np.ndarray]  # image HWC uint8, boxes (n,4) xyxy, classes (n,)
 
 

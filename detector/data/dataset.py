@@ -15,16 +15,17 @@ import io
 import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .augment import PAD_VALUE, TrainTransform, eval_transform, mixup, resize_long_side
-from .config import AugmentConfig, load_augment_config
+from .augment import TrainTransform, eval_transform, mixup, resize_long_side
+from .config import AugmentConfig, DatasetNotFoundError, load_augment_config
 from .image_io import ImageReadError, image_size, read_image
-from .labels import ImageRecord
+from .letterbox import PAD_VALUE, letterbox_params, padded_size
+from .records import ImageRecord, RecordStore
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,15 @@ class DetectionDataset(Dataset):
     """Items are dicts ``image`` (3, H, W) uint8 RGB, ``targets`` (n, 5) float32
     ``[class, x1, y1, x2, y2]`` in input pixels, ``meta`` and ``skipped`` (paths replaced)."""
 
-    def __init__(self, records: Sequence[ImageRecord], names: Sequence[str],
+    def __init__(self, records: Union[RecordStore, Sequence[ImageRecord]], names: Sequence[str],
                  label_to_cat_id: Sequence[int], img_size: int,
                  augment: Optional[AugmentConfig] = None, cache: bool = False,
-                 gt: Optional[dict] = None, name: str = "dataset", seed: int = 0,
+                 gt=None, name: str = "dataset", seed: int = 0,
                  buffer_size: int = 128):
-        if not records:
-            raise ValueError(f"{name}: no usable images (see the warnings above)")
-        self.records = list(records)
+        if not len(records):
+            raise DatasetNotFoundError(f"{name}: no usable images (see the warnings above)")
+        # arrays, not a list of objects: workers share them without copying (records.py)
+        self.records = records if isinstance(records, RecordStore) else RecordStore.from_records(records)
         self.names = list(names)
         self.label_to_cat_id = list(label_to_cat_id)
         self.img_size = int(img_size)
@@ -86,7 +88,8 @@ class DetectionDataset(Dataset):
         """This split's ground truth as a ``pycocotools.coco.COCO`` (crowd boxes included)."""
         if self._coco is None:
             from pycocotools.coco import COCO
-            gt = self._gt_dict if self._gt_dict is not None else self._yolo_gt()
+            gt = self._gt_dict
+            gt = self._yolo_gt() if gt is None else gt.to_dict() if hasattr(gt, "to_dict") else gt
             coco = COCO()
             coco.dataset = gt
             with contextlib.redirect_stdout(io.StringIO()):
@@ -246,7 +249,7 @@ class DetectionDataset(Dataset):
             self._mark_bad(index, e, skipped)
             rec = self.records[index]
             orig_hw = tuple(rec.hw) if rec.hw else (self.img_size, self.img_size)
-            size = -(-self.img_size // 32) * 32
+            size = padded_size(self.img_size)
             img = np.full((size, size, 3), PAD_VALUE, np.uint8)
             empty = np.zeros((0, 4), np.float32)
             return self._item(index, img, empty, np.zeros(0, np.int64), (orig_hw, 1.0, (0.0, 0.0)),
@@ -254,11 +257,8 @@ class DetectionDataset(Dataset):
 
     def _eval_params(self, orig_hw):
         """Letterbox params the evaluation transform would use for an image (for the meta)."""
-        h, w = orig_hw
-        size = -(-self.img_size // 32) * 32
-        ratio = min(size / h, size / w)
-        nh, nw = max(1, int(round(h * ratio))), max(1, int(round(w * ratio)))
-        return (int(h), int(w)), ratio, (float((size - nw) // 2), float((size - nh) // 2))
+        ratio, pad = letterbox_params(orig_hw, self.img_size)
+        return (int(orig_hw[0]), int(orig_hw[1])), ratio, pad
 
     def _item(self, index, img, boxes, classes, params, skipped, unreadable=False):
         orig_hw, ratio, pad = params

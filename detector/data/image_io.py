@@ -21,11 +21,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .letterbox import PAD_VALUE
+
 log = logging.getLogger(__name__)
 
+# what counts as an image in a folder (datasets, anchors, the demo)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 EXIF_ORIENTATION = 0x0112
-PAD_VALUE = 114
 
 
 class ImageReadError(OSError):

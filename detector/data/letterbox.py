@@ -5,22 +5,39 @@ functions, so boxes always map back through exactly the resize that produced the
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 
-Size = Union[int, Sequence[int]]
+from ..common import Size, to_hw
+
+PAD_VALUE = 114  # grey of the padding (and of transparent pixels, see image_io)
 
 
-def _hw(size: Size) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
+def padded_size(size: Size, stride: int = 32) -> Tuple[int, int]:
+    """The network input (h, w) for a requested size: each side rounded up to ``stride``.
+
+    An int gives an int (square input), an (h, w) pair a pair.
+    """
+    h, w = to_hw(size)
+    out = (-(-h // stride) * stride, -(-w // stride) * stride)
+    return out[0] if isinstance(size, int) else out
 
 
-def letterbox(img: np.ndarray, size: Size, color: int = 114, stride: int = 32,
+def letterbox_params(hw: Sequence[int], size: Size, stride: int = 32, scaleup: bool = True
+                     ) -> Tuple[float, Tuple[float, float]]:
+    """Scale ratio and (left, top) padding that :func:`letterbox` uses for an image of ``hw``."""
+    th, tw = to_hw(padded_size(size, stride))
+    h, w = int(hw[0]), int(hw[1])
+    ratio = min(th / h, tw / w)
+    if not scaleup:
+        ratio = min(ratio, 1.0)
+    nh, nw = max(1, int(round(h * ratio))), max(1, int(round(w * ratio)))
+    return ratio, (float((tw - nw) // 2), float((th - nh) // 2))
+
+
+def letterbox(img: np.ndarray, size: Size, color: int = PAD_VALUE, stride: int = 32,
               scaleup: bool = True) -> Tuple[np.ndarray, float, Tuple[float, float]]:
     """Resize ``img`` (HxWxC) keeping its aspect ratio and pad it to ``size``.
 
@@ -28,19 +45,14 @@ def letterbox(img: np.ndarray, size: Size, color: int = 114, stride: int = 32,
     so that any requested size is accepted. Returns the padded image, the scale ratio and the
     (left, top) padding in pixels.
     """
-    th, tw = _hw(size)
-    th = int(np.ceil(th / stride) * stride)
-    tw = int(np.ceil(tw / stride) * stride)
+    th, tw = to_hw(padded_size(size, stride))
     h, w = img.shape[:2]
-    ratio = min(th / h, tw / w)
-    if not scaleup:
-        ratio = min(ratio, 1.0)
+    ratio, (left, top) = letterbox_params((h, w), size, stride, scaleup)
     nh, nw = max(1, int(round(h * ratio))), max(1, int(round(w * ratio)))
     if (nh, nw) != (h, w):
         interp = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
         img = cv2.resize(img, (nw, nh), interpolation=interp)
-    top = (th - nh) // 2
-    left = (tw - nw) // 2
+    top, left = int(top), int(left)
     out = cv2.copyMakeBorder(img, top, th - nh - top, left, tw - nw - left,
                              cv2.BORDER_CONSTANT, value=(color,) * 3)
     if out.ndim == 2:
