@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="data YAML (configs/data/*.yaml)")
     ap.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
     ap.add_argument("--no-decode", action="store_true", help="labels only; do not open every image")
-    ap.add_argument("--limit", type=int, default=20, help="files listed per problem")
+    ap.add_argument("--limit", type=int, default=20, help="files listed per note (clipped boxes, conversions, background; 0 = all); problems that lose data are always listed in full")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
 

@@ -1,6 +1,6 @@
 """Check a dataset before training: every label problem and every unreadable image, listed.
 
-Used by ``tools/check_data.py``. The scan finds label problems (as at training time); the
+Used by ``cspdet check-data``. The scan finds label problems (as at training time); the
 decode pass opens every image the way training will, and notes the ones that need a
 conversion (grey, alpha, palette, 16-bit, EXIF rotation) and those that cannot be read.
 """
@@ -27,10 +27,10 @@ class SplitCheck:
 
     @property
     def ok(self) -> bool:
-        """No error, no unreadable, missing or empty image and no dropped box."""
+        """No error, no unreadable, missing or empty image, no skipped line and no dropped box."""
         r = self.report
         return not self.error and not self.unreadable and r is not None and not (
-            r.missing_images or r.empty_images or r.dropped_boxes)
+            r.errors or r.missing_images or r.empty_images or r.dropped_boxes or r.malformed_lines)
 
 
 def _image_kind(data: bytes) -> List[str]:
@@ -63,9 +63,9 @@ def check_split(data_cfg, split: str, decode: bool = True, progress: bool = True
     from . import scan_split
 
     result = SplitCheck(split)
-    try:
-        records, _, _, _, report = scan_split(data_cfg, split)
-    except (LabelError, DatasetNotFoundError) as e:
+    try:  # strict=False: the fatal label problems are listed with all the others
+        records, _, _, _, report = scan_split(data_cfg, split, strict=False)
+    except (LabelError, DatasetNotFoundError) as e:  # unreadable JSON, missing folder
         result.error = f"{type(e).__name__}: {e}"
         return result
     result.report = report
@@ -92,23 +92,29 @@ def format_check(res: SplitCheck, limit: int = 20) -> str:
         lines.append(f"  ERROR (training would stop here): {res.error}")
         return "\n".join(lines)
     r = res.report
+    if r.errors:  # every one, however many: each must be fixed before training
+        lines.append(f"  ERROR (training would stop here): {r.error_title}:")
+        lines.extend(f"    {x}" for x in r.errors)
 
-    def section(title, items):
+    def section(title, items, whole=False):
+        """``whole``: what loses data is listed in full; notes stop after ``limit`` (0 = all)."""
         if items:
+            n = len(items) if whole or limit <= 0 else limit
             lines.append(f"  {title}: {len(items)}")
-            lines.extend(f"    {x}" for x in items[:limit])
-            if len(items) > limit:
-                lines.append(f"    ... {len(items) - limit} more")
+            lines.extend(f"    {x}" for x in items[:n])
+            if len(items) > n:
+                lines.append(f"    ... {len(items) - n} more")
 
     lines.append(f"  images: {r.images}, boxes: {r.boxes}, background images (no boxes): "
                  f"{len(r.background_images)}, crowd boxes (ignored in training, kept for eval): "
                  f"{r.crowd_boxes}")
-    section("missing image files (skipped)", r.missing_images)
-    section("zero-byte image files (skipped)", r.empty_images)
-    section("unreadable images (corrupt/truncated; skipped at load time)", res.unreadable)
+    section("missing image files (skipped)", r.missing_images, whole=True)
+    section("zero-byte image files (skipped)", r.empty_images, whole=True)
+    section("unreadable images (corrupt/truncated; skipped at load time)", res.unreadable, whole=True)
     section("label files without an image (ignored)", r.labels_without_image)
+    section("malformed label lines (skipped; the image keeps its other boxes)", r.malformed_lines, whole=True)
     section("boxes clipped to the image", r.clipped_boxes)
-    section("boxes dropped (zero-area, negative, NaN, outside)", r.dropped_boxes)
+    section("boxes dropped (zero-area, negative, NaN, outside)", r.dropped_boxes, whole=True)
     section("images whose size differs from the labels (boxes clipped)", res.size_mismatch)
     for kind, files in sorted(res.converted.items()):
         section(f"converted on load: {kind}", files)
