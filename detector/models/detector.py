@@ -12,7 +12,6 @@ from typing import Any, List, Optional
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..config import ConfigError, find_config, from_dict, to_dict
 from .heads import HeadConfig, YOLOHead
@@ -95,16 +94,23 @@ class Detector(nn.Module):
         return self.head.decode(raw)
 
     @torch.no_grad()
-    def fuse(self) -> "Detector":
-        """Fold every BatchNorm that directly follows a conv (modules with ``conv`` + ``bn``)
-        into the conv, in place; switches to eval mode. Outputs are unchanged (to float error)."""
+    def fuse(self, deploy: bool = True) -> "Detector":
+        """The deployed network, in place; switches to eval mode. Outputs are unchanged (to
+        float error).
+
+        Folds every BatchNorm that directly follows a conv into the conv; with ``deploy``
+        (default) also re-parameterises backbone and neck into the forms ONNX Runtime keeps in
+        its blocked layout (:mod:`detector.models.deploy`: CSP split folded into the convs
+        that produce each part, even-size pooling, aligned widths). The training graph and
+        checkpoints are untouched by this: fuse a copy, never the model being trained.
+        """
+        from .deploy import fold_batchnorm, reparameterize
+
         self.eval()
-        for module in self.modules():
-            conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                    and conv.out_channels == bn.num_features):
-                module.conv = fuse_conv_bn_eval(conv, bn)
-                module.bn = nn.Identity()
+        fold_batchnorm(self)
+        if deploy and not getattr(self, "deployed", False):
+            reparameterize(self)
+            self.deployed = True
         return self
 
 
