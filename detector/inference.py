@@ -6,7 +6,13 @@
 
 Images are BGR numpy arrays as OpenCV reads them (grayscale HxW and BGRA are accepted), of any
 size: each is letterboxed to ``img_size`` (:mod:`detector.data.letterbox`) and its boxes are
-mapped back to its own pixels.
+mapped back to its own pixels. The weights may be a checkpoint, a detector config (random
+weights) or an exported ``.onnx`` file (ONNX Runtime); the demo and eval run through the same
+pre-processing.
+
+Input size, the one rule (:func:`detector.config.trained_img_size`): a checkpoint runs at the
+size it was trained at (its ``train.img_size``) unless ``img_size`` is given; a fixed-size ONNX
+file at its input size (another ``img_size`` is an error).
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ import cv2
 import numpy as np
 import torch
 
-from .config import ConfigError, load_config
+from .common import Size, to_hw
+from .config import ConfigError, load_config, trained_img_size
 from .data.letterbox import letterbox, unletterbox_boxes
 from .engine.checkpoint import load_checkpoint, load_state_strict, model_state
 from .models.detector import REPO_ROOT, build_detector
@@ -42,43 +49,89 @@ def _data_names(cfg: Mapping) -> Optional[List[str]]:
         return None
 
 
-class Predictor:
-    """Detector + letterbox + decode + NMS, on BGR numpy images."""
+ONNX_SUFFIXES = (".onnx",)
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
-    def __init__(self, weights_or_cfg: Source, img_size: int = 320, device: str = "cpu",
+
+def resolve_img_size(requested: Optional[Size], trained: Size, fixed: Optional[Sequence[int]] = None,
+                     source: str = "the model") -> Size:
+    """The input size a model runs at: ``fixed`` (an ONNX file's (h, w)) when it has one, else
+    ``requested``, else ``trained``. A request that a fixed-size file cannot take is an error."""
+    if fixed:
+        h, w = (int(v) for v in fixed)
+        if requested is not None and to_hw(requested) != (h, w):
+            raise ConfigError(f"{source} was exported for {h}x{w} input; use that size "
+                              "(or leave it out) or export with --dynamic")
+        return h if h == w else (h, w)
+    return requested if requested is not None else trained
+
+
+class Predictor:
+    """Detector + letterbox + decode + NMS, on BGR numpy images.
+
+    ``backend`` is ``"pytorch"`` or ``"onnxruntime"``; ``config`` the full config the weights
+    came with (empty for ONNX); ``img_size`` the input size (see the module docstring).
+    """
+
+    def __init__(self, weights_or_cfg: Source, img_size: Optional[Size] = None, device: str = "cpu",
                  conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
-                 fuse: bool = True):
+                 fuse: bool = True, threads: Optional[int] = None):
         self.device = torch.device(device)
-        self.img_size = int(img_size)
         self.conf_thres, self.iou_thres, self.max_det = conf_thres, iou_thres, max_det
-        is_ckpt = (not isinstance(weights_or_cfg, Mapping)
-                   and Path(weights_or_cfg).suffix.lower() in (".pt", ".pth"))
-        if is_ckpt:
-            ckpt = load_checkpoint(weights_or_cfg)
-            cfg = ckpt.get("config") or {}
-            if not isinstance(cfg.get("model"), Mapping):
-                raise ConfigError(f"checkpoint {weights_or_cfg} holds no model config "
-                                  "(ckpt['config']['model']); was it written by the trainer?")
-            self.model = build_detector(cfg["model"])
-            load_state_strict(self.model, model_state(ckpt), what=str(weights_or_cfg))
-            names = ckpt.get("names") or _data_names(cfg)
-            if not names or len(names) != self.model.num_classes:
-                names = [str(i) for i in range(self.model.num_classes)]
-            self.names = [str(n) for n in names]
-        else:  # a config: random weights, classes from its data section as in training
-            cfg = load_config(weights_or_cfg)
-            model_cfg = dict(cfg["model"] if "model" in cfg else cfg)
-            names = _data_names(cfg)
-            if names:
-                model_cfg["num_classes"] = len(names)
-            self.model = build_detector(model_cfg)
-            self.names = names or [str(i) for i in range(self.model.num_classes)]
-        if len(self.names) != self.model.num_classes:
-            raise ConfigError(f"{len(self.names)} class names for a model of "
-                              f"{self.model.num_classes} classes")
-        self.model.to(self.device).eval()
-        if fuse:
-            self.model.fuse()
+        self.source = str(weights_or_cfg) if not isinstance(weights_or_cfg, Mapping) else "<config>"
+        suffix = "" if isinstance(weights_or_cfg, Mapping) else Path(weights_or_cfg).suffix.lower()
+        self.config: Dict = {}
+        fixed = None
+        if suffix in ONNX_SUFFIXES:
+            from .export.onnx_runtime import ONNXRuntimeDetector
+
+            providers = ["CPUExecutionProvider"]
+            if self.device.type == "cuda":
+                providers.insert(0, "CUDAExecutionProvider")
+            self.backend = "onnxruntime"
+            self.model = ONNXRuntimeDetector(weights_or_cfg, threads=threads, providers=providers)
+            self.device = torch.device("cpu")  # ONNX Runtime takes host arrays
+            self.names = list(self.model.names)
+            fixed = self.model.img_size
+            trained = int(self.model.meta.get("trained_img_size") or trained_img_size({}))
+        else:
+            self.backend = "pytorch"
+            if suffix in CHECKPOINT_SUFFIXES:
+                self._load_checkpoint(weights_or_cfg)
+            else:  # a config: random weights, classes from its data section as in training
+                self._load_config(weights_or_cfg)
+            if len(self.names) != self.model.num_classes:
+                raise ConfigError(f"{len(self.names)} class names for a model of "
+                                  f"{self.model.num_classes} classes")
+            self.model.to(self.device).eval()
+            if fuse:
+                self.model.fuse()
+            trained = trained_img_size(self.config)
+        self.img_size = resolve_img_size(img_size, trained, fixed, self.source)
+
+    def _load_checkpoint(self, path) -> None:
+        ckpt = load_checkpoint(path)
+        cfg = ckpt.get("config") or {}
+        if not isinstance(cfg.get("model"), Mapping):
+            raise ConfigError(f"checkpoint {path} holds no model config "
+                              "(ckpt['config']['model']); was it written by the trainer?")
+        self.config = dict(cfg)
+        self.model = build_detector(cfg["model"])
+        load_state_strict(self.model, model_state(ckpt), what=str(path))
+        names = ckpt.get("names") or _data_names(cfg)
+        if not names or len(names) != self.model.num_classes:
+            names = [str(i) for i in range(self.model.num_classes)]
+        self.names = [str(n) for n in names]
+
+    def _load_config(self, cfg_source) -> None:
+        cfg = load_config(cfg_source)
+        self.config = dict(cfg)
+        model_cfg = dict(cfg["model"] if "model" in cfg else cfg)
+        names = _data_names(cfg)
+        if names:
+            model_cfg["num_classes"] = len(names)
+        self.model = build_detector(model_cfg)
+        self.names = names or [str(i) for i in range(self.model.num_classes)]
 
     @staticmethod
     def to_bgr(img: np.ndarray) -> np.ndarray:
@@ -98,7 +151,7 @@ class Predictor:
         raise ValueError(f"unsupported image shape {img.shape}: expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
 
     def preprocess(self, images: Sequence[np.ndarray]):
-        """BGR images -> (B, 3, S, S) float RGB batch in [0, 1] plus each image's letterbox."""
+        """BGR images -> (B, 3, H, W) float RGB batch in [0, 1] plus each image's letterbox."""
         batch, metas = [], []
         for img in images:
             img = self.to_bgr(img)
@@ -111,6 +164,15 @@ class Predictor:
         x = torch.stack(batch).to(self.device, non_blocking=True).float().div_(255.0)
         return x, metas
 
+    def _predict(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
+        if self.backend == "pytorch":
+            decoded = self.model.decode(self.model(x))
+            return postprocess(decoded.float(), self.conf_thres, self.iou_thres, self.max_det)
+        dets = self.model.predict(x, self.conf_thres, self.iou_thres, self.max_det)
+        if self.model.has_nms:  # thresholds are in the graph; a higher conf_thres still filters
+            dets = [{k: v[d["scores"] > self.conf_thres] for k, v in d.items()} for d in dets]
+        return dets
+
     @torch.no_grad()
     def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]]
                  ) -> Union[Dict[str, np.ndarray], List[Dict[str, np.ndarray]]]:
@@ -120,14 +182,13 @@ class Predictor:
         if not images:
             return []
         x, metas = self.preprocess(images)
-        decoded = self.model.decode(self.model(x))
-        dets = postprocess(decoded, self.conf_thres, self.iou_thres, self.max_det)
+        dets = self._predict(x)
         results = []
         for det, (ratio, pad, shape) in zip(dets, metas):
             boxes = unletterbox_boxes(det["boxes"].float().cpu(), ratio, pad, shape).numpy()
-            labels = det["labels"].cpu().numpy()
+            labels = det["labels"].cpu().numpy().astype(np.int64)
             results.append({"boxes": boxes.astype(np.float32),
                             "scores": det["scores"].float().cpu().numpy(),
-                            "labels": labels.astype(np.int64),
+                            "labels": labels,
                             "names": [self.names[i] for i in labels]})
         return results[0] if single else results

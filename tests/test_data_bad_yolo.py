@@ -1,7 +1,5 @@
 """Bad data in the YOLO layout (images/ + labels/ folders) never crashes a run and is reported
 whole: every malformed line, every unknown class id with its file, every unreadable image."""
-import io
-import json
 import logging
 import subprocess
 import sys

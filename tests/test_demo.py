@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory):
             pred.bias.add_(6.0)
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     return save_checkpoint({"model": model.state_dict(), "names": NAMES,
-                            "config": {"model": model.config, "eval": {"img_size": 128}}}, path)
+                            "config": {"model": model.config, "train": {"img_size": 128}}}, path)
 
 
 def _write_video(path, n=12, size=(160, 120)):
@@ -87,21 +87,23 @@ def test_image_folder_with_a_broken_file(demo, checkpoint, tmp_path, caplog):
 
 
 def test_onnx_backend_and_max_frames(demo, checkpoint, tmp_path):
-    from detector.export.loading import load_model
     from detector.export.onnx_export import export_onnx
+    from detector.inference import Predictor
 
-    loaded = load_model(checkpoint)
-    onnx_path = export_onnx(loaded.model, tmp_path / "small.onnx", 128, names=NAMES)
+    by_torch = Predictor(checkpoint, conf_thres=0.5, max_det=100)
+    assert by_torch.img_size == 128  # the checkpoint's trained size
+    onnx_path = export_onnx(by_torch.model, tmp_path / "small.onnx", 128, names=NAMES)
     video = _write_video(tmp_path / "clip.avi", n=6)
     stats = demo.run(demo.parse_args(["--weights", str(onnx_path), "--source", str(video), "--no-show",
                                       "--max-frames", "4"]))
     assert stats["frames"] == 4 and stats["saved"] == []
-    # both backends find the same boxes on a frame
+    # both backends find the same boxes on a frame, through the same pre-processing
     frame = cv2.VideoCapture(str(video)).read()[1]
-    by_torch = demo.FrameDetector(loaded, 128, 0.5, 0.45, 100)(frame)
-    by_onnx = demo.FrameDetector(load_model(onnx_path), 128, 0.5, 0.45, 100)(frame)
-    assert len(by_torch[0]) == len(by_onnx[0]) > 0
-    np.testing.assert_allclose(np.sort(by_torch[1]), np.sort(by_onnx[1]), atol=1e-4)
+    by_onnx = Predictor(onnx_path, conf_thres=0.5, max_det=100)
+    assert by_onnx.backend == "onnxruntime" and by_onnx.img_size == 128
+    a, b = by_torch(frame), by_onnx(frame)
+    assert len(a["boxes"]) == len(b["boxes"]) > 0
+    np.testing.assert_allclose(np.sort(a["scores"]), np.sort(b["scores"]), atol=1e-4)
 
 
 def test_clear_errors(demo, checkpoint, tmp_path, capsys, monkeypatch):

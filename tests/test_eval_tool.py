@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detector.config import ConfigError
 from detector.data import build_dataloader, build_dataset
 from detector.engine.checkpoint import save_checkpoint
 from detector.evaluation import COCOEvaluator, evaluate
@@ -90,7 +91,7 @@ def test_evaluate_restores_training_mode_and_refuses_half_on_cpu(model):
 
 def test_eval_tool_on_yolo_data_writes_coco_results(model, tmp_path, capsys):
     ckpt = save_checkpoint({"model": model.state_dict(),
-                            "config": {"model": model.config, "data": DATA["yolo"], "eval": {"img_size": 128}},
+                            "config": {"model": model.config, "data": DATA["yolo"], "train": {"img_size": 128}},
                             "names": build_dataset(DATA["yolo"], "val", 128).names}, tmp_path / "best.pt")
     out_json = tmp_path / "dets.json"
     assert _tool("eval").main(["--weights", str(ckpt), "--max-images", "4", "--workers", "0",
@@ -104,5 +105,5 @@ def test_eval_tool_on_yolo_data_writes_coco_results(model, tmp_path, capsys):
     assert metrics["num_images"] == 4 and metrics["img_size"] == 128 and "AP" in metrics
     # an exported model of another size is refused with a way out
     onnx_path = export_onnx(model, tmp_path / "m.onnx", 160)
-    with pytest.raises(SystemExit, match="exported for 160x160"):
+    with pytest.raises(ConfigError, match="exported for 160x160"):
         _tool("eval").main(["--weights", str(onnx_path), "--data", DATA["yolo"], "--size", "128"])

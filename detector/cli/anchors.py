@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Tuple
 
 import numpy as np
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -78,47 +73,40 @@ def sizes_from_coco(path: str, img_size: int) -> np.ndarray:
 
 
 def sizes_from_yolo(labels_dir: str, images_dir: str, img_size: int) -> np.ndarray:
-    """Box sizes from YOLO txt labels (class cx cy w h, normalised), image sizes read from disk."""
-    import cv2
-    from tqdm import tqdm
+    """Box sizes from YOLO txt labels (class cx cy w h, normalised), through the project's scan
+    (malformed lines skipped and reported), image sizes read from the image headers."""
+    from detector.data.labels import scan_yolo
 
-    images = {p.stem: p for p in Path(images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
-    wh = []
-    for txt in tqdm(sorted(Path(labels_dir).rglob("*.txt")), desc="labels"):
-        img_path = images.get(txt.stem)
-        rows = np.loadtxt(txt, ndmin=2) if txt.stat().st_size else np.zeros((0, 5))
-        if img_path is None or not len(rows):
-            continue
-        img = cv2.imread(str(img_path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            print(f"skipping unreadable image {img_path}", file=sys.stderr)
-            continue
-        h, w = img.shape[:2]
-        r = img_size / max(h, w)
-        wh.append(np.stack((rows[:, 3] * w * r, rows[:, 4] * h * r), 1))
-    return np.concatenate(wh, 0) if wh else np.zeros((0, 2))
+    labels = scan_yolo(images_dir, labels_dir, num_classes=2 ** 31)  # any class id: sizes only
+    labels.report.log_summary(str(labels_dir))
+    return sizes_from_records(labels.records, img_size)
 
 
 def sizes_from_data_config(data: str, img_size: int) -> np.ndarray:
-    """Box sizes of a data config's training split, from the project's label scan (images are
-    read only for YOLO txt labels, whose boxes are normalised)."""
-    import cv2
-    from tqdm import tqdm
-
+    """Box sizes of a data config's training split, from the project's label scan."""
     from detector.data import build_dataset
 
-    dataset = build_dataset(data, "train", img_size)
+    return sizes_from_records(build_dataset(data, "train", img_size).records, img_size)
+
+
+def sizes_from_records(records, img_size: int) -> np.ndarray:
+    """(w, h) of every box after the letterbox resize to ``img_size``; the image header gives
+    the size of normalised (YOLO) boxes, as training sees the image (EXIF applied)."""
+    from tqdm import tqdm
+
+    from detector.data.image_io import ImageReadError, image_size
+
     wh = []
-    for rec in tqdm(dataset.records, desc="labels"):
+    for rec in tqdm(records, desc="labels"):
         if not len(rec.boxes):
             continue
         hw = rec.hw
         if rec.normalized or hw is None:
-            img = cv2.imread(rec.path, cv2.IMREAD_UNCHANGED)
-            if img is None:
-                print(f"skipping unreadable image {rec.path}", file=sys.stderr)
+            try:
+                hw = image_size(rec.path)
+            except ImageReadError as e:
+                print(f"skipping unreadable image: {e}", file=sys.stderr)
                 continue
-            hw = img.shape[:2]
         boxes = rec.boxes * (np.array([hw[1], hw[0], hw[1], hw[0]]) if rec.normalized else 1)
         wh.append((boxes[:, 2:4] - boxes[:, 0:2]) * img_size / max(hw))
     return np.concatenate(wh, 0) if wh else np.zeros((0, 2))

@@ -27,14 +27,13 @@ from typing import Iterator, List, Optional, Tuple
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from detector.data.letterbox import letterbox, unletterbox_boxes  # noqa: E402
-from detector.export.loading import LoadedModel, load_model  # noqa: E402
+from detector.data.image_io import IMAGE_SUFFIXES  # noqa: E402
+from detector.drawing import class_color, draw_boxes  # noqa: E402,F401
+from detector.inference import Predictor  # noqa: E402
 
 log = logging.getLogger("demo")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 HEADLESS_HELP = (
@@ -78,7 +77,7 @@ def classify_source(source: str) -> Tuple[str, object]:
         return "stream", source
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
         if not files:
             raise DemoError(f"no images or videos in folder {path}")
         return "folder", files
@@ -206,60 +205,14 @@ class FrameReader:
             self._cap.release()
 
 
-# --------------------------------------------------------------------------- detection
-
-class FrameDetector:
-    """BGR frame -> boxes (original pixels), scores, labels with either backend."""
-
-    def __init__(self, loaded: LoadedModel, img_size: int, conf_thres: float, iou_thres: float,
-                 max_det: int, device: str = "cpu"):
-        self.loaded, self.model, self.names = loaded, loaded.model, loaded.names
-        self.img_size = img_size
-        self.conf_thres, self.iou_thres, self.max_det = conf_thres, iou_thres, max_det
-        self.device = torch.device(device if loaded.backend == "pytorch" else "cpu")
-
-    @torch.inference_mode()
-    def __call__(self, frame: np.ndarray):
-        boxed, ratio, pad = letterbox(frame, self.img_size)
-        x = torch.from_numpy(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)))[None]
-        x = x.to(self.device).float().div_(255.0)
-        if self.loaded.backend == "pytorch":
-            from detector.models.postprocess import postprocess
-
-            pred = postprocess(self.model.decode(self.model(x)).float(), self.conf_thres,
-                               self.iou_thres, self.max_det)[0]
-        else:
-            pred = self.model.predict(x, self.conf_thres, self.iou_thres, self.max_det)[0]
-            if self.model.has_nms:  # thresholds are in the graph; a higher --conf-thres still filters
-                keep = pred["scores"] > self.conf_thres
-                pred = {k: v[keep] for k, v in pred.items()}
-        boxes = unletterbox_boxes(pred["boxes"].float().cpu(), ratio, pad, frame.shape[:2]).numpy()
-        return boxes, pred["scores"].float().cpu().numpy(), pred["labels"].cpu().numpy()
-
-
-def class_color(label: int) -> Tuple[int, int, int]:
-    """A stable, distinct BGR colour per class (golden-ratio hue steps)."""
-    hue = int((label * 0.618033988749895 % 1.0) * 180)
-    hsv = np.uint8([[[hue, 200, 255]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
-
+# --------------------------------------------------------------------------- drawing
 
 def draw(frame: np.ndarray, boxes, scores, labels, names: List[str], fps: Optional[float] = None,
          line_width: Optional[int] = None) -> np.ndarray:
     """Boxes with ``name score`` tags and an FPS counter, drawn in place."""
     lw = line_width or max(1, round(sum(frame.shape[:2]) / 600))
     font_scale = lw / 3
-    for box, score, label in zip(boxes, scores, labels):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = class_color(int(label))
-        cv2.rectangle(frame, (x1, y1), (x2, y2), color, lw, cv2.LINE_AA)
-        name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        text = f"{name} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(lw - 1, 1))
-        ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + base + 2
-        cv2.rectangle(frame, (x1, ty - th - base), (x1 + tw + 2, ty + base - 1), color, -1)
-        cv2.putText(frame, text, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
-                    max(lw - 1, 1), cv2.LINE_AA)
+    draw_boxes(frame, boxes, labels, names, scores, lw)
     if fps is not None:
         text = f"FPS {fps:.1f}"
         cv2.putText(frame, text, (8, 12 + 10 * lw), cv2.FONT_HERSHEY_SIMPLEX, font_scale * 1.5,
@@ -271,45 +224,30 @@ def draw(frame: np.ndarray, boxes, scores, labels, names: List[str], fps: Option
 
 # --------------------------------------------------------------------------- main loop
 
-def default_size(loaded: LoadedModel, requested: Optional[int]) -> int:
-    if loaded.img_size:
-        h, w = loaded.img_size
-        if requested and requested not in (h,):
-            raise DemoError(f"{loaded.source} was exported for {h}x{w}; use --size {h} or export with --dynamic")
-        if h != w:
-            raise DemoError(f"{loaded.source} takes {h}x{w} input; the demo letterboxes to a square: "
-                            "export with a square --size or --dynamic")
-        return h
-    if requested:
-        return requested
-    cfg = loaded.config
-    return int((cfg.get("eval") or {}).get("img_size") or (cfg.get("train") or {}).get("img_size") or 320)
-
-
 def run(args) -> dict:
     """The demo loop; returns counters (frames, saved files, mean FPS) for scripts and tests."""
     if not args.no_show:
         check_can_show()
-    loaded = load_model(args.weights, device=args.device, threads=args.threads)
-    size = default_size(loaded, args.size)
-    if size % 32:
-        raise DemoError(f"--size must be a multiple of 32, got {size}")
-    detect = FrameDetector(loaded, size, args.conf_thres, args.iou_thres, args.max_det, args.device)
+    # the Predictor's pre-processing and size rule (trained size, ONNX fixed size, or --size)
+    detect = Predictor(args.weights, img_size=args.size, device=args.device, conf_thres=args.conf_thres,
+                       iou_thres=args.iou_thres, max_det=args.max_det, threads=args.threads)
+    size = detect.img_size
     reader = FrameReader(args.source)
     save_dir = Path(args.save_dir) if args.save_dir else Path("runs") / "demo"
     writer, saved, frames, fps, t_last = None, [], 0, None, None
     window = "cspdet"
-    log.info("source %s (%s), %s backend, input %d, conf %.2f", args.source, reader.kind,
-             loaded.backend, size, args.conf_thres)
+    log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
+             detect.backend, size, args.conf_thres)
     try:
         for frame, name in reader:
-            boxes, scores, labels = detect(frame)
+            det = detect(frame)
+            boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
             now = time.perf_counter()
             if t_last is not None:
                 inst = 1.0 / max(now - t_last, 1e-6)
                 fps = inst if fps is None else 0.9 * fps + 0.1 * inst
             t_last = now
-            draw(frame, boxes, scores, labels, loaded.names, fps if reader.kind != "image" else None,
+            draw(frame, boxes, scores, labels, detect.names, fps if reader.kind != "image" else None,
                  args.line_width)
             frames += 1
             if args.save:

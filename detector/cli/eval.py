@@ -2,6 +2,7 @@
 """COCO evaluation of a checkpoint or an exported ONNX model (pycocotools metrics).
 
     python tools/eval.py --weights runs/csppelee_efm_sam/best.pt                      # its own data/size
+    python tools/eval.py --weights best.pt --data other.yaml --allow-name-mismatch   # same classes, other names
     python tools/eval.py --weights best.pt --data configs/data/coco.yaml --size 416 --batch 16
     python tools/eval.py --weights best_320.onnx --data configs/data/coco128_yolo.yaml  # ONNX Runtime
     python tools/eval.py --weights best.pt --device cuda --half
@@ -9,19 +10,22 @@
 Prints AP, AP50, AP75, APs, APm, APl, a per-class AP table and the time per image split into
 pre-process, inference and NMS; saves the detections as a COCO results JSON (and the metrics).
 Works on COCO JSON and YOLO txt datasets (YOLO labels become COCO ground truth in memory).
+The input size is the checkpoint's trained size (``train.img_size``) or an ONNX file's fixed
+size unless --size is given. Images that cannot be decoded are left out of the score and
+counted. The data's class names must be the model's (in order) unless --allow-name-mismatch.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 
 import torch  # noqa: E402
 
+from detector.config import ConfigError  # noqa: E402
 from detector.evaluation import COCOEvaluator, evaluate, format_metrics, save_detections  # noqa: E402
 from detector.export.loading import load_model  # noqa: E402
 
@@ -32,7 +36,7 @@ def parse_args(argv=None):
     ap.add_argument("--data", default=None, help="data YAML (default: the checkpoint's own data section)")
     ap.add_argument("--split", default="val", help="data split to evaluate (default: val)")
     ap.add_argument("--size", type=int, default=None,
-                    help="input size (default: the checkpoint's eval.img_size, the ONNX input size, or 416)")
+                    help="input size (default: the size the checkpoint was trained at, or the ONNX input size)")
     ap.add_argument("--batch", type=int, default=16, help="batch size")
     ap.add_argument("--conf-thres", type=float, default=None, help="score threshold (default: config or 0.001)")
     ap.add_argument("--iou-thres", type=float, default=None, help="NMS IoU threshold (default: config or 0.6)")
@@ -42,38 +46,56 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=int, default=2, help="data loader workers")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ap.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only (quick check)")
+    ap.add_argument("--allow-name-mismatch", action="store_true",
+                    help="evaluate although the data's class names differ from the model's (same number, "
+                         "index i scored as the data's class i)")
     ap.add_argument("--save-json", default=None,
                     help="COCO results JSON to write (default: runs/eval/<weights name>/detections_<split>.json)")
     return ap.parse_args(argv)
+
+
+def check_names(model_names, data_names, model_what: str, data_what: str, allow: bool = False) -> None:
+    """The data must name the model's classes in the model's order (or ``allow`` says not)."""
+    model_names, data_names = [str(n) for n in model_names], [str(n) for n in data_names]
+    if len(model_names) != len(data_names):
+        raise ConfigError(f"the model ({model_what}) has {len(model_names)} classes, the data ({data_what}) "
+                          f"has {len(data_names)}: evaluate on the data the model was trained for")
+    if model_names == data_names:
+        return
+    if model_names == [str(i) for i in range(len(model_names))]:
+        print(f"note: {model_what} carries no class names; scoring index i as the data's '{data_names[0]}', ...")
+        return
+    diff = [f"{i}: model '{a}' / data '{b}'" for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b]
+    shown = "; ".join(diff[:10]) + (f"; ... ({len(diff) - 10} more)" if len(diff) > 10 else "")
+    if not allow:
+        raise ConfigError(f"the class names of the model ({model_what}) and of the data ({data_what}) differ "
+                          f"at {len(diff)} of {len(model_names)} indices: {shown}. Evaluate on the data the "
+                          "model was trained for, or pass --allow-name-mismatch to score index i as the "
+                          "data's class i anyway")
+    print(f"note: --allow-name-mismatch: {len(diff)} class names differ, scored by index: {shown}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.half and not args.device.startswith("cuda"):
-        raise SystemExit("--half needs a CUDA device (--device cuda); float16 on CPU is slower, not faster")
+        raise ConfigError("--half needs a CUDA device (--device cuda); float16 on CPU is slower, not faster")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: no CUDA GPU is available")
+        raise ConfigError(f"--device {args.device}: no CUDA GPU is available")
 
-    loaded = load_model(args.weights, device=args.device, threads=args.threads)
+    loaded = load_model(args.weights, device=args.device, threads=args.threads, img_size=args.size)
     model = loaded.model
     eval_cfg = loaded.config.get("eval") or {}
     data_cfg = args.data or loaded.config.get("data")
     if data_cfg is None:
-        raise SystemExit(f"{args.weights} carries no data config: pass --data (e.g. configs/data/coco.yaml)")
+        raise ConfigError(f"{args.weights} carries no data config: pass --data (e.g. configs/data/coco.yaml)")
 
-    size = args.size or eval_cfg.get("img_size")
-    if loaded.img_size:  # a fixed-size ONNX export
-        h, w = loaded.img_size
-        if h != w:
-            raise SystemExit(f"{args.weights} takes {h}x{w} input; evaluation letterboxes to a square: "
-                             "export with a square --size or --dynamic")
-        if size and size != h:
-            raise SystemExit(f"{args.weights} was exported for {h}x{w}; use --size {h} or export with --dynamic")
-        size = h
-    size = int(size or 416)
+    size = loaded.input_size  # the one rule: trained size, ONNX fixed size, or --size
+    if not isinstance(size, int):
+        raise ConfigError(f"{args.weights} takes {size[0]}x{size[1]} input; evaluation letterboxes to a "
+                          "square: export with a square --size or --dynamic")
     if size % 32:
-        raise SystemExit(f"--size must be a multiple of 32, got {size}")
+        raise ConfigError(f"--size must be a multiple of 32, got {size}")
     conf = args.conf_thres if args.conf_thres is not None else eval_cfg.get("conf_thres", 0.001)
     iou = args.iou_thres if args.iou_thres is not None else eval_cfg.get("iou_thres", 0.6)
     max_det = args.max_det if args.max_det is not None else eval_cfg.get("max_det", 300)
@@ -91,9 +113,7 @@ def main(argv=None) -> int:
     from detector.data import build_dataloader, build_dataset
 
     dataset = build_dataset(data_cfg, args.split, size, augment=None)
-    if len(dataset.names) != len(loaded.names):
-        raise SystemExit(f"the model has {len(loaded.names)} classes, the data ({args.split}) has "
-                         f"{len(dataset.names)}: evaluate on the data the model was trained for")
+    check_names(loaded.names, dataset.names, f"{args.weights}", f"{dataset.name}", args.allow_name_mismatch)
     evaluator = COCOEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, dataset.names)
     subset = dataset
     if args.max_images:
@@ -105,6 +125,9 @@ def main(argv=None) -> int:
                        device=args.device if loaded.backend == "pytorch" else None,
                        half=args.half, evaluator=evaluator)
     print(format_metrics(metrics))
+    if metrics["unreadable_images"]:
+        print(f"{len(metrics['unreadable_images'])} unreadable image(s) left out of the score: "
+              + ", ".join(metrics["unreadable_images"]))
 
     out = Path(args.save_json) if args.save_json else (
         Path("runs") / "eval" / Path(args.weights).stem / f"detections_{args.split}.json")

@@ -20,28 +20,13 @@ import numpy as np
 
 from detector.config import load_yaml  # noqa: E402
 from detector.data import AugmentConfig, build_dataset, load_augment_config  # noqa: E402
-
-
-def class_color(cls: int):
-    rng = np.random.default_rng(cls * 7919 + 1)
-    return tuple(int(c) for c in rng.integers(40, 256, 3))
+from detector.drawing import draw_boxes  # noqa: E402
 
 
 def draw_sample(image: np.ndarray, targets: np.ndarray, names) -> np.ndarray:
     """RGB image (H, W, 3) with boxes and labels drawn; returns a BGR copy for OpenCV."""
     img = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    for cls, x1, y1, x2, y2 in targets:
-        cls = int(cls)
-        color = class_color(cls)
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(img, p1, p2, color, 2)
-        label = names[cls] if 0 <= cls < len(names) else str(cls)
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        ty = max(p1[1], th + 3)
-        cv2.rectangle(img, (p1[0], ty - th - 3), (p1[0] + tw + 2, ty), color, -1)
-        cv2.putText(img, label, (p1[0] + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    return img
+    return draw_boxes(img, targets[:, 1:], targets[:, 0], names, line_width=2)
 
 
 def make_grid(tiles, cols: int) -> np.ndarray:

@@ -1,12 +1,13 @@
 """A detection dataset over scanned records: decoding, RAM cache, augmentation, bad images.
 
-Mosaic partners come from a buffer of recently decoded images (as in Ultralytics), so a
-mosaic sample decodes one new image instead of four; with the RAM cache, from all images.
+Mosaic partners are random images of the split, drawn from the item's seed (so a sample is the
+same whichever worker loads it); a buffer of recently decoded images (per worker) saves
+decoding the ones seen lately, and the RAM cache saves all decoding.
 
 An image that cannot be decoded at load time (corrupt, truncated) never stops training: in
 training the sample is replaced by another image (logged, and reported per epoch by the data
-loader); in evaluation a grey placeholder with no boxes keeps the image id (so the metric
-counts its ground truth as missed rather than silently evaluating on fewer images).
+loader); in evaluation a grey placeholder marked ``meta["unreadable"]`` keeps the batch
+whole, and the evaluator leaves that image out of the score and counts it.
 """
 from __future__ import annotations
 
@@ -180,7 +181,10 @@ class DetectionDataset(Dataset):
         self._cache = cache
 
     # ------------------------------------------------------------------ items
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, index) -> Dict[str, Any]:
+        if isinstance(index, tuple):  # (index, seed) key of a ResumableSampler: the item's
+            index, seed = index       # augmentation depends on the key, not on the worker
+            self.reseed(int(seed))
         skipped: List[str] = []
         if self.transform is None:
             return self._eval_item(index, skipped)
@@ -204,10 +208,7 @@ class DetectionDataset(Dataset):
         primary, orig_hw = self._buffered_sample(index, use_buffer)
         partners = None
         if self.augment.mosaic > 0 and self.rng.random() < self.augment.mosaic:
-            partners = []
-            if use_buffer and len(self._buffer) >= min(16, len(self)):
-                keys = list(self._buffer)
-                partners = [self._buffer[keys[int(k)]][0] for k in self.rng.integers(len(keys), size=3)]
+            partners = []  # random indices (not buffer entries): a function of the seed only
             while len(partners) < 3:
                 j = self._random_good_index()
                 try:
@@ -220,8 +221,8 @@ class DetectionDataset(Dataset):
         """(image, boxes, classes) resized to ``img_size``, and the original (h, w).
 
         With mosaic on (and no RAM cache) the last ``buffer_size`` resized images stay in a
-        per-worker buffer, as Ultralytics' mosaic buffer does: they supply mosaic partners,
-        and an image still in it is not decoded again. Samples are never modified in place,
+        per-worker buffer (a decode cache, as in Ultralytics): an image still in it is not
+        decoded again. Samples are never modified in place,
         so a buffered entry stays valid.
         """
         if use_buffer and index in self._buffer:

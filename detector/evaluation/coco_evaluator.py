@@ -50,6 +50,7 @@ class COCOEvaluator:
     def reset(self) -> None:
         self.detections: List[Dict[str, Any]] = []
         self.image_ids: List[int] = []
+        self.unreadable: Dict[int, str] = {}   # image id -> path: excluded from scoring
         self._seen = set()
 
     def _cat_id(self, label: int) -> int:
@@ -76,6 +77,11 @@ class COCOEvaluator:
             raise ValueError(f"{len(predictions)} predictions for {len(metas)} images")
         for pred, meta in zip(predictions, metas):
             image_id = meta["image_id"]
+            if meta.get("unreadable"):
+                # a file that cannot be decoded is not scored (its placeholder's detections
+                # would count as false positives and its boxes as missed); it is counted instead
+                self.unreadable.setdefault(image_id, str(meta.get("path", image_id)))
+                continue
             if image_id in self._seen:
                 # a data loader replaces an unreadable image by another one: score each image once
                 continue
@@ -103,14 +109,22 @@ class COCOEvaluator:
         Returns ``AP, AP50, AP75, APs, APm, APl`` (and ``AR1 .. ARl``) as fractions in [0, 1]
         -- pycocotools' -1 ("no ground truth in this size range") is kept as -1 --, ``per_class``
         (one row per category with ground truth in the evaluated images), ``detections`` (the
-        COCO results list, ready for ``json.dump``), ``num_images`` and pycocotools' printed
-        ``summary``.
+        COCO results list, ready for ``json.dump``), ``num_images`` (images scored),
+        ``unreadable_images`` (paths of the images left out because they cannot be decoded)
+        and pycocotools' printed ``summary``.
         """
         from pycocotools.cocoeval import COCOeval
 
-        img_ids = list(self.image_ids) or sorted(self.coco_gt.getImgIds())
-        result: Dict[str, Any] = {"num_images": len(img_ids), "detections": list(self.detections)}
-        gt_ann_ids = self.coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False)
+        img_ids = list(self.image_ids)
+        if not img_ids and not self.unreadable:  # nothing added: the whole ground truth
+            img_ids = sorted(self.coco_gt.getImgIds())
+        result: Dict[str, Any] = {"num_images": len(img_ids), "detections": list(self.detections),
+                                  "unreadable_images": sorted(self.unreadable.values())}
+        gt_ann_ids = self.coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False) if img_ids else []
+        if not img_ids:
+            result.update({k: -1.0 for k in STAT_NAMES})
+            result.update(per_class=[], summary="no readable image to score")
+            return result
         if not self.detections:
             # pycocotools cannot load an empty result list; nothing detected means AP 0
             # (or -1 where there is nothing to detect either, as pycocotools would say).
@@ -180,6 +194,10 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     head = " ".join(f"{k:>5}" for k in STAT_NAMES[:6])
     vals = " ".join(_fmt(metrics.get(k, -1)) for k in STAT_NAMES[:6])
     lines = [head, vals]
+    unreadable = metrics.get("unreadable_images") or []
+    if unreadable:
+        lines += [f"{len(unreadable)} unreadable image(s) excluded from scoring ({metrics.get('num_images', 0)} "
+                  f"scored): " + ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")]
     rows = metrics.get("per_class") or []
     if rows:
         width = max(8, max(len(str(r["name"])) for r in rows))

@@ -8,6 +8,7 @@ is split into pre-process (uint8 -> float on the device), inference (network + d
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from typing import Any, Dict, Optional
 
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from .coco_evaluator import COCOEvaluator
+
+log = logging.getLogger(__name__)
 
 
 def _sync(device: torch.device) -> None:
@@ -38,7 +41,7 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
     copy and needs CUDA. The dataset gives ``coco_gt()``, ``label_to_cat_id`` and ``names``.
 
     Returns :meth:`COCOEvaluator.summarize`'s dict (``AP, AP50, AP75, APs, APm, APl``,
-    ``per_class``, ``detections``) plus ``timing``: ms per image for ``pre``, ``infer``,
+    ``per_class``, ``detections``, ``unreadable_images``: left out of the score) plus ``timing``: ms per image for ``pre``, ``infer``,
     ``nms`` and ``total``.
     """
     from ..models.postprocess import postprocess
@@ -106,6 +109,10 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
         if is_torch and not half:
             net.train(was_training)
     metrics = evaluator.summarize()
+    if metrics["unreadable_images"]:
+        log.warning("%d unreadable image(s) excluded from scoring (%d scored): %s",
+                    len(metrics["unreadable_images"]), metrics["num_images"],
+                    ", ".join(metrics["unreadable_images"][:10]))
     per_image = {k: 1000.0 * v / max(n_images, 1) for k, v in times.items()}
     per_image["total"] = sum(per_image.values())
     metrics["timing"] = {**per_image, "images": n_images, "batch": batch_size}
