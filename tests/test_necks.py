@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from detector.config import ConfigError
-from detector.models.necks import EFM, SAM, SPP, Maxout, build_neck
+from detector.models.layers import SPP, SqueezeSPP
+from detector.models.necks import EFM, SAM, Maxout, build_neck
 
 PELEE = ([128, 256, 512, 704], [4, 8, 16, 32])
 DARKNET = ([128, 256, 512, 1024], [4, 8, 16, 32])
@@ -33,8 +34,20 @@ def test_sam_is_pointwise_attention():
     assert sam.conv.kernel_size == (1, 1) and sam.conv.out_channels == 8  # full C x H x W map
 
 
-def test_spp_keeps_resolution():
-    y = SPP(64, 32)(torch.randn(1, 64, 10, 6))
+def test_darknet_spp_is_parameter_free_pools_concatenated_with_the_input():
+    spp = SPP(64)
+    x = torch.randn(1, 64, 10, 6)
+    y = spp(x)
+    assert y.shape == (1, 256, 10, 6) and spp.out_channels == 256
+    assert sum(p.numel() for p in spp.parameters()) == 0
+    torch.testing.assert_close(y[:, :64], x)  # the input itself, then the 5 / 9 / 13 pools
+    torch.testing.assert_close(y[:, 64:128], torch.nn.functional.max_pool2d(x, 5, 1, 2))
+    with pytest.raises(ConfigError, match="odd"):
+        SPP(64, (4, 8))
+
+
+def test_yolov5_squeeze_spp_keeps_resolution():
+    y = SqueezeSPP(64, 32)(torch.randn(1, 64, 10, 6))
     assert y.shape == (1, 32, 10, 6)
 
 
@@ -107,9 +120,32 @@ def test_panet_spp_shapes():
     neck = build_neck({"type": "panet", "channels": [32, 64, 128]}, *DARKNET, STRIDES)
     outs = neck(features(*DARKNET))
     assert [tuple(o.shape) for o in outs] == [(2, 32, 8, 12), (2, 64, 4, 6), (2, 128, 2, 3)]
-    assert any(isinstance(m, SPP) for m in neck.modules())
-    no_spp = build_neck({"type": "panet", "channels": [32, 64, 128], "spp": False}, *DARKNET, STRIDES)
-    assert not any(isinstance(m, SPP) for m in no_spp.modules())
+    assert neck.top[1].__class__ is SPP  # darknet's form by default
+    assert neck.top[2][0].conv.in_channels == 4 * 128  # the next 1x1 conv fuses the pools
+    v5 = build_neck({"type": "panet", "channels": [32, 64, 128], "spp": "yolov5"}, *DARKNET, STRIDES)
+    assert isinstance(v5.top[1], SqueezeSPP) and v5.top[2][0].conv.in_channels == 128
+    assert [tuple(o.shape) for o in v5(features(*DARKNET))] == [tuple(o.shape) for o in outs]
+    no_spp = build_neck({"type": "panet", "channels": [32, 64, 128], "spp": "none"}, *DARKNET, STRIDES)
+    assert not any(isinstance(m, (SPP, SqueezeSPP)) for m in no_spp.modules())
+    # older configs and checkpoints wrote a boolean: true was the squeeze form
+    legacy = build_neck({"type": "panet", "channels": [32, 64, 128], "spp": True}, *DARKNET, STRIDES)
+    assert isinstance(legacy.top[1], SqueezeSPP)
+    assert not any(isinstance(m, (SPP, SqueezeSPP)) for m in build_neck(
+        {"type": "panet", "channels": [32, 64, 128], "spp": False}, *DARKNET, STRIDES).modules())
+    with pytest.raises(ConfigError, match="model.neck.spp must be one of darknet, yolov5, none"):
+        build_neck({"type": "panet", "spp": "v4"}, *DARKNET, STRIDES)
+
+
+def test_neck_activation_is_explicit_and_checked():
+    default = build_neck({"type": "efm"}, *PELEE, STRIDES)
+    slopes = {m.negative_slope for m in default.modules() if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.1}  # the necks' default is darknet's leaky, written out in the config
+    plain = build_neck({"type": "efm", "act": "leaky_relu"}, *PELEE, STRIDES)
+    assert {m.negative_slope for m in plain.modules() if isinstance(m, torch.nn.LeakyReLU)} == {0.01}
+    with pytest.raises(ConfigError, match="model.neck.act.slope: 'leaky_relu' takes no option 'slope'"):
+        build_neck({"type": "efm", "act": {"name": "leaky_relu", "slope": 0.1}}, *PELEE, STRIDES)
+    with pytest.raises(ConfigError, match="model.neck.act: unknown activation 'leaky'"):
+        build_neck({"type": "gfm", "act": "leaky"}, *PELEE, STRIDES)
 
 
 def test_neck_config_errors_name_the_key():

@@ -14,12 +14,11 @@ from typing import Any, Mapping
 import torch
 
 from ..config import to_dict
+# the read side lives with the models (which must not import the engine); re-exported here
+from ..models.state_dict import (CheckpointError, describe_mismatch, load_checkpoint,  # noqa: F401
+                                 load_state_strict, model_state, strip_prefix)
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or made for another model."""
 
 
 def save_checkpoint(state: Mapping[str, Any], path) -> Path:
@@ -42,58 +41,3 @@ def save_checkpoint(state: Mapping[str, Any], path) -> Path:
             os.unlink(tmp)
         raise
     return path
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint safely (``weights_only=True``) with a clear error on bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, pickled classes
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    if not isinstance(ckpt, dict):
-        ckpt = {"model": ckpt}
-    return ckpt
-
-
-def model_state(ckpt: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
-    """The weights to use for inference: EMA when present, else the raw model."""
-    for key in ("ema", "model", "state_dict"):
-        if isinstance(ckpt.get(key), Mapping):
-            return ckpt[key]
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt  # a bare state_dict
-    raise CheckpointError("checkpoint holds no model weights (keys: %s)" % sorted(ckpt)[:10])
-
-
-def describe_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
-    """Say how ``state`` differs from the model state ``own`` ('' when it fits exactly)."""
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-    if mismatched:
-        k = mismatched[0]
-        parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: "
-                     f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-    return "; ".join(parts)
-
-
-def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint"):
-    """``load_state_dict(strict=True)`` with an error that says which model the weights fit.
-
-    Shape mismatches and missing/unexpected keys mean the weights belong to another
-    architecture; that gets one readable message instead of a wall of key names.
-    """
-    problem = describe_mismatch(model.state_dict(), state)
-    if problem:
-        raise CheckpointError(f"{what} does not fit this model ({type(model).__name__}): "
-                              f"{problem}. Was it saved from another architecture?")
-    model.load_state_dict(state, strict=True)
-    return model

@@ -17,10 +17,10 @@ from typing import Any, List, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..config import (ConfigError, PathOrDict, check_keys, closest_key, configs_root, from_dict, load_config,
-                      to_dict)
-from .blocks import (ConvNormAct, CSPStage, PeleeStem, PlainStage, check_channels, get_act,
-                     get_norm)
+from ..config import (ConfigError, PathOrDict, check_keys, closest_key, configs_root, from_dict,
+                      load_config)
+from .blocks import CSPStage, PeleeStem, PlainStage, get_block
+from .layers import ConvNormAct, check_channels, get_act, get_norm
 
 CONFIG_DIR = configs_root() / "backbones"  # arch presets: configs/backbones/<arch>.yaml
 FEATURE_STRIDES = (4, 8, 16, 32)
@@ -44,7 +44,8 @@ class StageConfig:
     width (``down_channels``)."""
     depth: int
     out_channels: int
-    block: str = "bottleneck"    # basic | bottleneck | resnext | dark | dense | pelee
+    block: Any = "bottleneck"    # basic | bottleneck | resnext | dark | dense | pelee, or a
+                                 # block class / callable (see detector.models.blocks)
     stride: int = 2
     csp: bool = True
     down: str = "conv"           # conv | avgpool | maxpool | block (plain only) | none
@@ -79,8 +80,9 @@ class CSPNetConfig:
     stages: Tuple[Any, ...] = ()
     stage_defaults: Optional[dict] = None
     norm: Any = "batchnorm"
+    # a name, or {name: leaky_relu, negative_slope: 0.1} (darknet's leaky); see models.layers
     act: Any = "leaky_relu"
-    act_slope: Optional[float] = 0.01   # LeakyReLU negative slope (timm 0.01, darknet 0.1)
+    act_slope: Optional[float] = None   # older spelling of act's negative_slope (leaky_relu only)
     feature_channels: Optional[int] = None  # 1x1 conv after the last stage, before pooling
     global_pool: str = "avg"     # avg | max
     dropout: float = 0.0
@@ -127,13 +129,15 @@ class CSPBackbone(nn.Module):
     network has one), 8, 16 and 32, described by ``feature_channels`` / ``feature_strides``.
     """
 
+    stage_where = "model.stages"  # how errors name a stage
+
     def __init__(self, cfg: CSPNetConfig):
         super().__init__()
         self.config = cfg
         self.name = cfg.name or cfg.arch
         self.in_channels, self.num_classes = cfg.in_channels, cfg.num_classes
-        norm = get_norm(cfg.norm)
-        act = get_act(cfg.act, cfg.act_slope)
+        norm = get_norm(cfg.norm, where="model.norm")
+        act = get_act(cfg.act, cfg.act_slope, where="model.act")
         self.stem, c, stride = _build_stem(cfg.stem, cfg.in_channels, norm, act)
         self.stem_channels, self.stem_stride = c, stride
 
@@ -146,14 +150,21 @@ class CSPBackbone(nn.Module):
                         down_channels=s.down_channels, down_groups=s.down_groups)
             if s.bottle_ratio is not None:
                 opts["bottle_ratio"] = s.bottle_ratio
-            if s.csp:
-                stage = CSPStage(c, s.out_channels, s.depth, s.block, s.stride,
-                                 split_ratio=s.split_ratio, fusion=s.fusion, split=s.split,
-                                 expand_ratio=s.expand_ratio, expand_act=s.expand_act,
-                                 transition_channels=s.transition_channels, **opts)
-            else:
-                stage = PlainStage(c, s.out_channels, s.depth, s.block, s.stride,
-                                   transition=s.transition, **opts)
+            try:
+                if s.csp:
+                    stage = CSPStage(c, s.out_channels, s.depth, s.block, s.stride,
+                                     split_ratio=s.split_ratio, fusion=s.fusion, split=s.split,
+                                     expand_ratio=s.expand_ratio, expand_act=s.expand_act,
+                                     transition_channels=s.transition_channels, **opts)
+                else:
+                    stage = PlainStage(c, s.out_channels, s.depth, s.block, s.stride,
+                                       transition=s.transition, **opts)
+            except (ValueError, TypeError) as e:  # name the stage the problem is in
+                where = f"{self.stage_where}[{i}]"
+                if str(e).startswith(where):
+                    raise
+                raise (ConfigError if isinstance(e, ValueError) else TypeError)(
+                    f"{where}: {e}") from e
             self.stages.add_module(str(i), stage)
             c, stride = s.out_channels, stride * s.stride
             self.stage_channels.append(c)
@@ -164,11 +175,10 @@ class CSPBackbone(nn.Module):
                                 for s in FEATURE_STRIDES if s in self.stage_strides]
         self.feature_channels = [self.stage_channels[i] for i in self.feature_indices]
         self.feature_strides = [self.stage_strides[i] for i in self.feature_indices]
-        if self.feature_strides[-3:] != [8, 16, 32]:
-            raise ConfigError(f"backbone '{self.name}' must reach strides 8, 16 and 32; its stages "
-                              f"have strides {self.stage_strides}")
-
         has_head = bool(cfg.num_classes and cfg.num_classes > 0)
+        if not has_head and self.feature_strides[-3:] != [8, 16, 32]:
+            raise ConfigError(f"backbone '{self.name}' must reach strides 8, 16 and 32 to feed a "
+                              f"detector; its stages have strides {self.stage_strides}")
         self.conv_head = (ConvNormAct(c, cfg.feature_channels, 1, 1, 1, norm, act)
                           if cfg.feature_channels and has_head else None)
         self.num_features = cfg.feature_channels or c
@@ -176,36 +186,56 @@ class CSPBackbone(nn.Module):
                      if has_head else None)
         _init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def _run(self, x: torch.Tensor, taps: bool):
         check_channels(x, self.in_channels, f"{self.name} input")
         x = self.stem(x)
         feats = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
-            if i in self.feature_indices:
+            if taps and i in self.feature_indices:
                 feats.append(x)
-        return feats
+        return feats, x
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self._run(x, taps=True)[0]
 
     def forward(self, x: torch.Tensor):
-        feats = self.forward_features(x)
         if self.head is None:
-            return feats
-        x = feats[-1]
+            return self.forward_features(x)
+        x = self._run(x, taps=False)[1]  # the last stage, even past stride 32
         if self.conv_head is not None:
             x = self.conv_head(x)
         return self.head(x)
 
 
 class CSPNet(CSPBackbone):
-    """Generic CSP classifier with a short signature.
+    """Generic CSP classifier with a short signature (the reference CSPNet API)::
 
-    ``stage_defs``: list of ``(num_blocks, out_channels, block, downsample)``, e.g.
-    ``[(1, 64, 'basic', False), (1, 128, 'basic', True), ...]``; every stage is a CSP stage
-    with partial ratio ``split_ratio``. ``pre_kernel_size`` picks the downsampling style:
-    1 = ResNet (7x7 s2 stem + max-pool; each stage downsamples with a 1x1 stride-2 conv),
-    3 = Darknet (3x3 s1 stem; each stage downsamples with a 3x3 stride-2 conv).
-    ``feature_channels``: width of an optional 1x1 conv-norm-act before global pooling.
+        from detector.models import CSPNet, ResNetBottleneck
+        model = CSPNet(in_channels=3, stem_channels=64,
+                       stage_defs=[(3, 256, ResNetBottleneck, True), (4, 512, ResNetBottleneck, True),
+                                   (6, 1024, ResNetBottleneck, True), (3, 2048, ResNetBottleneck, True)],
+                       num_classes=1000, split_ratio=0.5)
+
+    ``stage_defs``: list of ``(num_blocks, out_channels, block, downsample)``; every stage is a
+    CSP stage (:class:`~.blocks.CSPStage`) with partial ratio ``split_ratio``. ``block`` is a
+    block name (``'basic'``, ``'bottleneck'``, ``'resnext'``, ``'dark'``, ``'dense'``,
+    ``'pelee'``), one of our classes (``ResNetBasicBlock``, ``ResNetBottleneck``,
+    ``ResNeXtBottleneck``, ``DarknetBottleneck``, ``DenseLayer``, ``TwoWayDenseLayer``) or any
+    class / callable following the block contract::
+
+        block(in_channels, out_channels, stride=1, *, norm=..., act=..., **options) -> nn.Module
+
+    It is called with stride 1 on the block part of the split (the stage downsamples before the
+    split); keywords it does not declare are not passed, and an ``out_channels`` attribute on
+    the module, if any, tells the stage the width it hands on (else ``out_channels``).
+    ``pre_kernel_size`` picks the downsampling style: 1 = ResNet (7x7 s2 stem + max-pool; each
+    downsampling stage starts with a 1x1 stride-2 conv), 3 = Darknet (3x3 s1 stem; 3x3
+    stride-2 down convs). ``feature_channels``: width of an optional 1x1 conv-norm-act before
+    global pooling. A malformed ``stage_defs`` entry is a ``ConfigError`` naming it.
     """
+
+    stage_where = "stage_defs"
 
     def __init__(self, in_channels=3, stem_channels=64, stage_defs=None, num_classes=1000,
                  norm=nn.BatchNorm2d, act=nn.ReLU, split_ratio=0.5, global_pool="avg",
@@ -221,10 +251,7 @@ class CSPNet(CSPBackbone):
         else:
             stem = StemConfig(channels=(stem_channels,), kernel_size=3, stride=1, pool="none")
         stages = []
-        for i, d in enumerate(stage_defs):
-            if len(d) != 4:
-                raise ValueError(f"stage_defs[{i}] must be (num_blocks, out_channels, block, "
-                                 f"downsample), got {d!r}")
+        for i, d in enumerate(_check_stage_defs(stage_defs)):
             n, out, block, downsample = d
             stages.append(StageConfig(
                 depth=int(n), out_channels=int(out), block=block, stride=2 if downsample else 1,
@@ -235,6 +262,30 @@ class CSPNet(CSPBackbone):
                            feature_channels=feature_channels, global_pool=global_pool,
                            dropout=dropout)
         super().__init__(cfg)
+
+
+def _check_stage_defs(stage_defs) -> list:
+    """Validate ``CSPNet``'s ``stage_defs`` entry by entry, naming the first bad one."""
+    form = "(num_blocks, out_channels, block, downsample)"
+    if isinstance(stage_defs, (str, bytes)) or not isinstance(stage_defs, (list, tuple)):
+        raise ConfigError(f"stage_defs must be a list of {form} tuples, got {stage_defs!r}")
+    if not stage_defs:
+        raise ConfigError("stage_defs is empty: a CSPNet needs at least one stage")
+    out = []
+    for i, d in enumerate(stage_defs):
+        where = f"stage_defs[{i}] = {d!r}"
+        if not isinstance(d, (list, tuple)) or len(d) != 4:
+            raise ConfigError(f"{where}: each entry must be {form}")
+        n, channels, block, downsample = d
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{where}: num_blocks must be an int >= 1, got {n!r}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
+            raise ConfigError(f"{where}: out_channels must be an int >= 2, got {channels!r}")
+        if not isinstance(downsample, bool):
+            raise ConfigError(f"{where}: downsample must be True or False, got {downsample!r}")
+        get_block(block, where=f"{where}: block")
+        out.append((n, channels, block, downsample))
+    return out
 
 
 def _build_stem(cfg: StemConfig, in_channels: int, norm, act):
@@ -317,7 +368,3 @@ def _deep_merge(base: dict, over: Mapping) -> dict:
             out[k] = v
     return out
 
-
-def backbone_config_dict(model: CSPBackbone) -> dict:
-    """The plain-dict config a backbone was built from (for checkpoints)."""
-    return to_dict(model.config)

@@ -1,4 +1,7 @@
-"""Building blocks of the CSP backbones: conv-norm-act, the blocks a stage repeats, the CSP stage.
+"""Building blocks of the CSP backbones: the blocks a stage repeats, the CSP and plain stages.
+
+The layers they are made of (conv-norm-act, activation and norm lookup) live in
+:mod:`detector.models.layers`.
 
 Module and attribute names follow timm's ``cspnet.py`` (``conv``/``bn`` inside a conv-norm-act,
 ``conv1..3`` inside blocks, ``conv_down``/``conv_exp``/``blocks``/``conv_transition_b``/
@@ -7,94 +10,22 @@ detector's ``fuse()`` finds every ``conv`` + ``bn`` pair.
 """
 from __future__ import annotations
 
-import functools
+import inspect
 from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
 
 from ..config import ConfigError, closest_key
-
-LayerSpec = Union[str, Callable[..., nn.Module], None]
-
-# ----------------------------------------------------------------------------- norm / act
-
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "leaky_relu": nn.LeakyReLU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "mish": nn.Mish,
-    "hardswish": nn.Hardswish,
-    "gelu": nn.GELU,
-    "identity": nn.Identity,
-}
-
-NORMS = {
-    "batchnorm": nn.BatchNorm2d,
-    "syncbatchnorm": nn.SyncBatchNorm,
-    "identity": nn.Identity,
-}
-
-
-def _lookup(name: str, table: dict, kind: str):
-    """A layer class by its config name, or an error naming the closest known one."""
-    key = name.lower()
-    if key not in table:
-        raise ConfigError(f"unknown {kind} '{name}'{closest_key(key, table)}; "
-                          f"known: {', '.join(sorted(table))}")
-    return table[key]
-
-
-def get_act(act: LayerSpec, negative_slope: Optional[float] = None) -> Callable[[], nn.Module]:
-    """Activation factory from a name (``'leaky_relu'``), a class or ``None`` (identity).
-
-    ``negative_slope`` applies to ``leaky_relu`` only (timm uses 0.01, darknet 0.1).
-    """
-    if act is None:
-        return nn.Identity
-    if isinstance(act, str):
-        act = _lookup(act, ACTIVATIONS, "activation")
-    if act is nn.LeakyReLU and negative_slope is not None:
-        return functools.partial(nn.LeakyReLU, negative_slope=negative_slope)
-    return act
-
-
-def get_norm(norm: LayerSpec) -> Callable[[int], nn.Module]:
-    """Norm factory from a name (``'batchnorm'``), a class taking ``num_features``, or ``None``."""
-    if norm is None:
-        return lambda channels: nn.Identity()
-    if isinstance(norm, str):
-        norm = _lookup(norm, NORMS, "norm")
-    if norm is nn.Identity:
-        return lambda channels: nn.Identity()
-    return norm
-
-
-class ConvNormAct(nn.Sequential):
-    """Conv2d (no bias) -> norm -> activation, as submodules ``conv``, ``bn``, ``act``.
-
-    A ``Sequential`` so that it runs as one call chain; the fixed names let ``fuse()`` fold
-    ``bn`` into ``conv`` and keep timm's state-dict keys (``...conv.weight``, ``...bn.weight``).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-                 groups: int = 1, norm: LayerSpec = nn.BatchNorm2d, act: LayerSpec = nn.ReLU,
-                 apply_act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              padding=((stride - 1) + (kernel_size - 1)) // 2, groups=groups,
-                              bias=False)
-        self.bn = get_norm(norm)(out_channels)
-        self.act = get_act(act)() if apply_act else nn.Identity()
-        self.in_channels, self.out_channels = in_channels, out_channels
-
+from .layers import ConvNormAct, check_channels, get_act, get_norm  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------- blocks
-# Every block takes (in_channels, out_channels, stride, **options) and exposes
-# ``out_channels``, so a stage can chain any of them. Dense layers grow their input instead:
-# their output is ``in_channels + growth_rate`` and ``out_channels`` is ignored.
+# The block contract (ours, and any class or callable a user passes as a stage's block):
+#     block(in_channels, out_channels, stride=1, *, norm=<norm factory>, act=<act factory>,
+#           **options) -> nn.Module
+# Keywords the callable does not accept are not passed (see make_block). The module's
+# ``out_channels`` attribute, when it has one, is the width the next block gets; dense layers
+# grow their input instead (``in_channels + growth_rate``; ``out_channels`` is ignored).
 
 
 class ResNetBasicBlock(nn.Module):
@@ -145,7 +76,9 @@ class ResNeXtBottleneck(ResNetBottleneck):
 
 
 class DarkBlock(nn.Module):
-    """Darknet residual: 1x1 (``bottle_ratio`` x out) -> 3x3 back to out, plus the input."""
+    """Darknet residual: 1x1 (``bottle_ratio`` x out) -> 3x3 back to out, plus the input.
+
+    Exported as ``DarknetBottleneck`` too (the reference CSPNet API's name)."""
 
     def __init__(self, in_channels, out_channels, stride=1, *, bottle_ratio=0.5, groups=1,
                  norm=nn.BatchNorm2d, act=nn.ReLU, **_):
@@ -227,6 +160,8 @@ class PeleeStem(nn.Module):
         return self.fuse(torch.cat([self.branch_b(self.branch_a(x)), self.pool(x)], 1))
 
 
+DarknetBottleneck = DarkBlock
+
 BLOCKS = {
     "basic": ResNetBasicBlock,
     "bottleneck": ResNetBottleneck,
@@ -236,14 +171,72 @@ BLOCKS = {
     "pelee": TwoWayDenseLayer,
 }
 DENSE_BLOCKS = ("dense", "pelee")
+DENSE_CLASSES = (DenseLayer, TwoWayDenseLayer)
+
+BlockSpec = Union[str, Callable[..., nn.Module]]
 
 
-def get_block(name: str):
-    """Block class by config name, with a clear error for a typo."""
-    if name not in BLOCKS:
-        raise ConfigError(f"unknown block '{name}'{closest_key(name, BLOCKS)}; "
-                          f"known blocks: {', '.join(BLOCKS)}")
-    return BLOCKS[name]
+def get_block(block: BlockSpec, where: str = "block"):
+    """A block class or callable from a config name (``'bottleneck'``) or the callable itself.
+
+    A typo or a value that is neither is a :class:`ConfigError` naming ``where``.
+    """
+    if isinstance(block, str):
+        if block not in BLOCKS:
+            raise ConfigError(f"{where}: unknown block '{block}'{closest_key(block, BLOCKS)}; "
+                              f"known blocks: {', '.join(BLOCKS)} (or pass a block class)")
+        return BLOCKS[block]
+    if callable(block):
+        return block
+    raise ConfigError(f"{where}: a block must be a name ({', '.join(BLOCKS)}) or a class / "
+                      f"callable block(in_channels, out_channels, stride=1, **options), "
+                      f"got {block!r}")
+
+
+def is_dense(block: BlockSpec) -> bool:
+    """Whether a block grows its input (dense layers) rather than mapping it to out_channels."""
+    cls = BLOCKS.get(block) if isinstance(block, str) else block
+    return isinstance(cls, type) and issubclass(cls, DENSE_CLASSES)
+
+
+def make_block(block, in_channels: int, out_channels: int, stride: int = 1, **kwargs) -> nn.Module:
+    """Call a block class / callable by the block contract, passing only the keywords it takes.
+
+    Returns the module; a callable that fails or returns no ``nn.Module`` gets an error naming it.
+    """
+    name = getattr(block, "__name__", repr(block))
+    try:
+        params = inspect.signature(block).parameters
+    except (TypeError, ValueError):  # no signature to read: call it by the full contract
+        return _check_block(block(in_channels, out_channels, stride, **kwargs), name,
+                            in_channels, out_channels)
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not var_kw:
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    if "stride" in params or var_kw:
+        kwargs["stride"] = stride
+    elif stride != 1:
+        raise ValueError(f"block {name} takes no stride; it cannot start a stage with stride "
+                         f"{stride} (downsample with the stage's conv_down instead)")
+    try:
+        module = block(in_channels, out_channels, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"block {name} does not follow the block contract "
+                        f"block(in_channels, out_channels, stride=1, **options): {e}") from e
+    return _check_block(module, name, in_channels, out_channels)
+
+
+def _check_block(module, name, in_channels, out_channels) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"block {name}({in_channels}, {out_channels}, ...) returned "
+                        f"{type(module).__name__}, not an nn.Module")
+    return module
+
+
+def block_out_channels(module: nn.Module, default: int) -> int:
+    """The width a block hands on: its ``out_channels`` attribute (an int), else ``default``."""
+    c = getattr(module, "out_channels", None)
+    return int(c) if isinstance(c, int) else default
 
 
 class Shortcut(nn.Module):
@@ -319,8 +312,8 @@ class CSPStage(nn.Module):
     slice of the stage input itself (``'slice'``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, block: str = "bottleneck",
-                 stride: int = 2, *, down: str = "conv", down_kernel: int = 3,
+    def __init__(self, in_channels: int, out_channels: int, depth: int,
+                 block: BlockSpec = "bottleneck", stride: int = 2, *, down: str = "conv", down_kernel: int = 3,
                  down_channels: Optional[int] = None, down_groups: int = 1,
                  split_ratio: float = 0.5, fusion: str = "both",
                  split: str = "conv", expand_ratio: float = 1.0, expand_act: bool = True,
@@ -362,9 +355,9 @@ class CSPStage(nn.Module):
         self.blocks = nn.Sequential()
         c = block_in
         for i in range(depth):
-            blk = block_cls(c, block_out, 1, norm=norm, act=act, **block_options)
+            blk = make_block(block_cls, c, block_out, 1, norm=norm, act=act, **block_options)
             self.blocks.add_module(str(i), blk)
-            c = blk.out_channels
+            c = block_out_channels(blk, block_out)
 
         if fusion == "first":
             self.conv_transition = ConvNormAct(bypass + c, out_channels, 1, 1, 1, norm, act)
@@ -373,7 +366,7 @@ class CSPStage(nn.Module):
             if out_channels - bypass < 1:
                 raise ValueError(f"fusion 'last' needs out_channels > bypass part ({bypass})")
         else:
-            tb = transition_channels or (block_in if block not in DENSE_BLOCKS else c)
+            tb = transition_channels or (c if is_dense(block_cls) else block_in)
             self.conv_transition_b = ConvNormAct(c, tb, 1, 1, 1, norm, act)
             self.conv_transition = ConvNormAct(bypass + tb, out_channels, 1, 1, 1, norm, act)
         self.out_channels = out_channels
@@ -401,8 +394,8 @@ class PlainStage(nn.Module):
     ``transition=True`` adds DenseNet's 1x1 transition conv to ``out_channels`` at the end.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, block: str = "bottleneck",
-                 stride: int = 2, *, down: str = "block", down_kernel: int = 3,
+    def __init__(self, in_channels: int, out_channels: int, depth: int,
+                 block: BlockSpec = "bottleneck", stride: int = 2, *, down: str = "block", down_kernel: int = 3,
                  down_channels: Optional[int] = None, down_groups: int = 1, transition: bool = False,
                  block_ratio: Optional[float] = None, norm=nn.BatchNorm2d, act=nn.ReLU, **block_options):
         super().__init__()
@@ -415,10 +408,10 @@ class PlainStage(nn.Module):
         block_out = out_channels if block_ratio is None else int(round(out_channels * block_ratio))
         self.blocks = nn.Sequential()
         for i in range(depth):
-            blk = block_cls(c, block_out, first_stride if i == 0 else 1, norm=norm, act=act,
-                            **block_options)
+            blk = make_block(block_cls, c, block_out, first_stride if i == 0 else 1, norm=norm,
+                             act=act, **block_options)
             self.blocks.add_module(str(i), blk)
-            c = blk.out_channels
+            c = block_out_channels(blk, block_out)
         if transition:
             self.conv_transition = ConvNormAct(c, out_channels, 1, 1, 1, norm, act)
             c = out_channels
@@ -436,18 +429,7 @@ class PlainStage(nn.Module):
         return x
 
 
-def check_channels(x: torch.Tensor, expected: int, what: str = "input") -> None:
-    """Raise a ValueError naming expected vs got when ``x`` is not (B, expected, H, W).
-
-    Skipped while tracing (ONNX export): the exported graph fixes the channels anyway."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return
-    if x.dim() != 4 or x.shape[1] != expected:
-        got = tuple(x.shape)
-        raise ValueError(f"{what} must be (B, {expected}, H, W), got shape {got}"
-                         + (f" ({x.shape[1]} channels, expected {expected})" if x.dim() == 4 else ""))
-
-
 __all__ = ["ConvNormAct", "ResNetBasicBlock", "ResNetBottleneck", "ResNeXtBottleneck", "DarkBlock",
-           "DenseLayer", "TwoWayDenseLayer", "PeleeStem", "CSPStage", "PlainStage", "BLOCKS",
-           "get_block", "get_act", "get_norm", "check_channels"]
+           "DarknetBottleneck", "DenseLayer", "TwoWayDenseLayer", "PeleeStem", "CSPStage",
+           "PlainStage", "BLOCKS", "get_block", "make_block", "get_act", "get_norm",
+           "check_channels"]

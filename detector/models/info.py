@@ -11,18 +11,13 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..common import to_hw
+
 Size = Union[int, Sequence[int]]
 
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _hw(size: Size) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
 
 
 def _shapes(out) -> List[Tuple[int, ...]]:
@@ -38,7 +33,7 @@ def _shapes(out) -> List[Tuple[int, ...]]:
 
 def measure(model: nn.Module, size: Size = 224, in_channels: int = None):
     """One eval forward at batch 1: (total FLOPs, FLOPs per module name, output shapes)."""
-    h, w = _hw(size)
+    h, w = to_hw(size)
     in_channels = in_channels or getattr(model, "in_channels", None) or 3
     device = next(iter(model.parameters()), torch.empty(0)).device
     x = torch.zeros(1, in_channels, h, w, device=device)
@@ -103,7 +98,7 @@ def model_summary(model: nn.Module, size: Size = 224) -> Dict:
     for name, module, channels, stride in _rows_for(model):
         rows.append(dict(name=name, channels=channels, stride=stride,
                          params=count_params(module), gflops=per_module.get(name, 0) / 1e9))
-    return dict(model=getattr(model, "name", type(model).__name__), size=_hw(size),
+    return dict(model=getattr(model, "name", type(model).__name__), size=to_hw(size),
                 params=count_params(model), gflops=flops / 1e9, rows=rows, outputs=shapes)
 
 

@@ -15,97 +15,26 @@ Each neck is built from its own config dataclass (``type`` picks it) through
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..config import ConfigError, from_dict
+from .layers import SAM, SPP, ConvNormAct, LayerSpec, Maxout, SqueezeSPP, get_act
 
 IntOrList = Union[int, Tuple[int, ...]]
 
+
+def darknet_leaky() -> dict:
+    """Darknet's ``leaky`` activation (LeakyReLU, slope 0.1): the necks' default, written out."""
+    return {"name": "leaky_relu", "negative_slope": 0.1}
+
+
 # --------------------------------------------------------------------------------------------
-# Building blocks
+# Helpers
 # --------------------------------------------------------------------------------------------
-
-ACTIVATIONS = {
-    "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),  # darknet's slope
-    "relu": lambda: nn.ReLU(inplace=True),
-    "silu": lambda: nn.SiLU(inplace=True),
-    "swish": lambda: nn.SiLU(inplace=True),
-    "mish": lambda: nn.Mish(inplace=True),
-    "identity": nn.Identity,
-}
-
-
-def make_act(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
-
-
-class ConvNormAct(nn.Module):
-    """Conv (no bias) -> BatchNorm -> activation; submodules ``conv``/``bn``/``act`` so that
-    :meth:`Detector.fuse` can fold ``bn`` into ``conv``."""
-
-    def __init__(self, in_ch: int, out_ch: int, k: int = 1, s: int = 1, act: str = "leaky_relu"):
-        super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, k, s, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
-        self.act = make_act(act)
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-class Maxout(nn.Module):
-    """Cross-channel max pooling (darknet's ``maxpool_depth``): ``out[c] = max(x[c], x[c+C/2])``.
-
-    Halves the channels of one tensor, so the concatenation that follows holds half the memory.
-    """
-
-    def forward(self, x):
-        c = x.shape[1]
-        if c % 2:
-            raise ValueError(f"Maxout needs an even number of channels, got {c}")
-        a, b = torch.split(x, c // 2, dim=1)
-        return torch.maximum(a, b)
-
-
-class SAM(nn.Module):
-    """Point-wise spatial attention (YOLOv4's modified SAM): ``y = x * sigmoid(BN(conv1x1(x)))``.
-
-    No channel pooling: the attention map has the full C x H x W shape, so it costs one 1x1 conv.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        return x * torch.sigmoid(self.bn(self.conv(x)))
-
-
-class SPP(nn.Module):
-    """Spatial pyramid pooling (YOLOv3-SPP): 1x1 squeeze, parallel stride-1 max-pools, concat, 1x1.
-
-    Widens the receptive field of a map at almost no parameter cost.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, kernels: Sequence[int] = (5, 9, 13),
-                 act: str = "leaky_relu"):
-        super().__init__()
-        hidden = in_ch // 2
-        self.squeeze = ConvNormAct(in_ch, hidden, 1, act=act)
-        self.pools = nn.ModuleList(nn.MaxPool2d(k, 1, k // 2) for k in kernels)
-        self.expand = ConvNormAct(hidden * (len(kernels) + 1), out_ch, 1, act=act)
-
-    def forward(self, x):
-        x = self.squeeze(x)
-        return self.expand(torch.cat([x] + [p(x) for p in self.pools], 1))
-
 
 def _per_level(value: IntOrList, n: int, name: str) -> List[int]:
     if isinstance(value, int):
@@ -133,7 +62,7 @@ class Resample(nn.Module):
     ``maxout`` doubles the projection width and halves it back with :class:`Maxout`.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, src: int, dst: int, act: str,
+    def __init__(self, in_ch: int, out_ch: int, src: int, dst: int, act: LayerSpec,
                  down: str = "maxpool", maxout: bool = False):
         super().__init__()
         proj = out_ch * 2 if maxout else out_ch
@@ -172,17 +101,18 @@ class EFMConfig:
         fused map has ``n_inputs * channels`` channels (``2x`` that with ``maxout: false``).
     maxout: compress each input with Maxout (projection to 2x width, then max over halves).
         ``false`` keeps the 2x-wide projections uncompressed (the paper's ablation).
-    refine: "sam" (SAM on every fused map), "spp" (SPP on the stride-32 backbone feature
-        before fusion, YOLOv3-SPP style) or "none".
+    refine: "sam" (SAM on every fused map), "spp" (YOLOv5's squeeze SPP, :class:`SqueezeSPP`,
+        on the stride-32 backbone feature before fusion) or "none".
     down: how the s-1 input is down-sampled: "maxpool" (2x2 max-pool + 1x1) or "conv" (3x3 s2).
-    act: activation of the neck's convs; spp_kernels: SPP max-pool sizes.
+    act: activation of the neck's convs (see :mod:`detector.models.layers`; default darknet's
+        leaky, ``{name: leaky_relu, negative_slope: 0.1}``); spp_kernels: SPP max-pool sizes.
     """
     type: str = "efm"
     channels: IntOrList = 32
     maxout: bool = True
     refine: str = "sam"
     down: str = "maxpool"
-    act: str = "leaky_relu"
+    act: Any = field(default_factory=darknet_leaky)
     spp_kernels: Tuple[int, ...] = (5, 9, 13)
 
 
@@ -200,6 +130,7 @@ class EFM(nn.Module):
             raise ConfigError(f"model.neck.refine must be 'sam', 'spp' or 'none', got '{cfg.refine}'")
         self.cfg = cfg
         self.strides = list(strides)
+        act = get_act(cfg.act, where="model.neck.act")
         widths = _per_level(cfg.channels, len(strides), "channels")
         fs = list(feature_strides)
         for s in strides:
@@ -209,7 +140,7 @@ class EFM(nn.Module):
         if cfg.refine == "spp":
             self.spp_index = _feature_index(fs, max(strides), "EFM refine: spp")
             c = feature_channels[self.spp_index]
-            self.spp = SPP(c, c, cfg.spp_kernels, cfg.act)
+            self.spp = SqueezeSPP(c, c, cfg.spp_kernels, act)
         self.inputs: List[List[int]] = []  # backbone feature indices per level
         self.levels = nn.ModuleList()
         self.refines = nn.ModuleList()
@@ -218,7 +149,7 @@ class EFM(nn.Module):
             idx = [fs.index(t) for t in (s // 2, s, s * 2) if t in fs]
             branches = nn.ModuleList(
                 Resample(feature_channels[i], width if cfg.maxout else 2 * width, fs[i], s,
-                         cfg.act, cfg.down, cfg.maxout)
+                         act, cfg.down, cfg.maxout)
                 for i in idx)
             fused = len(idx) * width * (1 if cfg.maxout else 2)
             self.inputs.append(idx)
@@ -254,7 +185,7 @@ class GFMConfig:
     channels: IntOrList = 96
     refine: str = "sam"
     down: str = "maxpool"
-    act: str = "leaky_relu"
+    act: Any = field(default_factory=darknet_leaky)
 
 
 class GFM(nn.Module):
@@ -266,6 +197,7 @@ class GFM(nn.Module):
         if cfg.refine not in ("sam", "none"):
             raise ConfigError(f"model.neck.refine for gfm must be 'sam' or 'none', got '{cfg.refine}'")
         self.strides = list(strides)
+        act = get_act(cfg.act, where="model.neck.act")
         widths = _per_level(cfg.channels, len(strides), "channels")
         fs = list(feature_strides)
         for s in strides:
@@ -279,9 +211,9 @@ class GFM(nn.Module):
         self.out_channels = widths
         for s, width in zip(strides, widths):
             self.levels.append(nn.ModuleList(
-                Resample(feature_channels[i], width, fs[i], s, cfg.act, cfg.down) for i in self.sources))
+                Resample(feature_channels[i], width, fs[i], s, act, cfg.down) for i in self.sources))
             self.contexts.append(nn.Sequential(nn.AdaptiveAvgPool2d(1),
-                                               ConvNormAct(feature_channels[deepest], width, 1, act=cfg.act)))
+                                               ConvNormAct(feature_channels[deepest], width, 1, act=act)))
             self.refines.append(SAM(width) if cfg.refine == "sam" else nn.Identity())
 
     def forward(self, feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
@@ -303,19 +235,34 @@ class PANetConfig:
     """PANet with SPP (YOLOv4's neck; ``model.neck`` with ``type: panet``).
 
     channels: width of each level (one per output stride, finest first), e.g. [128, 256, 512].
-    spp: SPP block in the deepest level's conv set; spp_kernels: its pool sizes.
+    spp: the SPP block between the deepest level's first three convs and its last three:
+        "darknet" (yolov4.cfg's parameter-free :class:`SPP`: pools concatenated with the input,
+        4x the channels into the next 1x1 conv), "yolov5" (:class:`SqueezeSPP`: 1x1 squeeze,
+        pools, 1x1 expand) or "none" (a plain ``block_depth`` conv set). The booleans of older
+        configs and checkpoints read as ``true`` = "yolov5" (the form they were built with),
+        ``false`` = "none". spp_kernels: the pool sizes.
     block_depth: convs per fusion block, alternating 1x1 / 3x3 (YOLOv3/v4 use 5).
-    act: activation.
+    act: activation (default darknet's leaky, slope 0.1).
     """
     type: str = "panet"
     channels: IntOrList = (128, 256, 512)
-    spp: bool = True
+    spp: Any = "darknet"
     spp_kernels: Tuple[int, ...] = (5, 9, 13)
     block_depth: int = 5
-    act: str = "leaky_relu"
+    act: Any = field(default_factory=darknet_leaky)
+
+    def __post_init__(self):
+        if isinstance(self.spp, bool):  # configs and checkpoints written before the two forms
+            self.spp = "yolov5" if self.spp else "none"
+        if self.spp not in SPP_FORMS:
+            raise ConfigError(f"model.neck.spp must be one of {', '.join(SPP_FORMS)}, got "
+                              f"{self.spp!r}")
 
 
-def conv_set(in_ch: int, ch: int, depth: int, act: str) -> nn.Sequential:
+SPP_FORMS = ("darknet", "yolov5", "none")
+
+
+def conv_set(in_ch: int, ch: int, depth: int, act: LayerSpec) -> nn.Sequential:
     """YOLO's conv set: 1x1 (ch), 3x3 (2ch), 1x1 (ch), ... ``depth`` convs, ending with ch."""
     layers, c = [], in_ch
     for i in range(depth):
@@ -340,11 +287,15 @@ class PANet(nn.Module):
         w = _per_level(cfg.channels, n, "channels")
         self.idx = [_feature_index(feature_strides, s, f"PANet level of stride {s}") for s in strides]
         cin = [feature_channels[i] for i in self.idx]
-        act = cfg.act
+        act = get_act(cfg.act, where="model.neck.act")
         # deepest level: conv set with SPP in the middle (YOLOv4: 3 convs, SPP, 3 convs)
-        if cfg.spp:
+        if cfg.spp == "darknet":
+            spp = SPP(w[-1], cfg.spp_kernels)
+            self.top = nn.Sequential(conv_set(cin[-1], w[-1], 3, act), spp,
+                                     conv_set(spp.out_channels, w[-1], 3, act))
+        elif cfg.spp == "yolov5":
             self.top = nn.Sequential(conv_set(cin[-1], w[-1], 3, act),
-                                     SPP(w[-1], w[-1], cfg.spp_kernels, act),
+                                     SqueezeSPP(w[-1], w[-1], cfg.spp_kernels, act),
                                      conv_set(w[-1], w[-1], 3, act))
         else:
             self.top = conv_set(cin[-1], w[-1], cfg.block_depth, act)
@@ -378,7 +329,8 @@ class PANet(nn.Module):
         return outs
 
 
-NECKS = {"efm": (EFMConfig, EFM), "gfm": (GFMConfig, GFM), "panet": (PANetConfig, PANet)}
+from .prn import PRN, PRNConfig  # noqa: E402
+NECKS = {"efm": (EFMConfig, EFM), "gfm": (GFMConfig, GFM), "panet": (PANetConfig, PANet), "prn": (PRNConfig, PRN)}
 
 
 def parse_neck_config(d) -> object:

@@ -11,23 +11,12 @@ from typing import Mapping
 
 import torch
 
-from ..engine.checkpoint import (CheckpointError, describe_mismatch, load_checkpoint,
-                                load_state_strict, model_state)
 from .backbones import CONFIG_DIR, CSPBackbone, build_backbone
+from .state_dict import (CheckpointError, describe_mismatch, load_checkpoint, load_state_strict,
+                         model_state, strip_prefix)
 
 TIMM_ARCHS = ("cspresnet50", "cspresnext50", "cspdarknet53", "darknet53")
 HEAD_PREFIXES = ("head.", "conv_head.")
-
-
-def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict:
-    """Drop the ``module.`` (DataParallel) / ``_orig_mod.`` (torch.compile) key prefixes."""
-    out = {}
-    for k, v in state.items():
-        for p in ("module.", "_orig_mod."):
-            if k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
 
 
 def from_timm_state_dict(state_dict: Mapping[str, torch.Tensor], arch: str) -> dict:
@@ -44,7 +33,7 @@ def from_timm_state_dict(state_dict: Mapping[str, torch.Tensor], arch: str) -> d
         raise ValueError("expected a non-empty timm state_dict (mapping of name -> tensor)")
     if isinstance(state_dict.get("state_dict"), Mapping):  # a timm training checkpoint
         state_dict = state_dict["state_dict"]
-    state = _strip_prefix(state_dict)
+    state = strip_prefix(state_dict)
     fc = state.get("head.fc.weight")
     num_classes = int(fc.shape[0]) if isinstance(fc, torch.Tensor) else 0
     with torch.device("meta"):
@@ -59,23 +48,26 @@ def from_timm_state_dict(state_dict: Mapping[str, torch.Tensor], arch: str) -> d
 def load_pretrained_backbone(backbone: CSPBackbone, path, strict_head: bool = False) -> CSPBackbone:
     """Load ImageNet weights into ``backbone`` (in place) and return it.
 
-    ``path``: our checkpoint (``detector.engine.checkpoint``), a bare state_dict, or a timm
-    state_dict of the same architecture. The classifier head is dropped when the backbone has
-    none (features-only) or when its size differs (another number of classes) unless
+    ``path``: a classification checkpoint of ours (``{"model", "ema"?, "config": {"model":
+    <backbone config>}, ...}``, EMA weights preferred), a detector checkpoint (its backbone is
+    taken), a bare state_dict, or a timm state_dict of the same architecture. The classifier
+    head (``head.*``, ``conv_head.*``) is dropped when the backbone has none (features-only, as
+    in a detector) or when its size differs (another number of classes) unless
     ``strict_head``. Raises :class:`CheckpointError` when the weights belong to another
-    architecture.
+    architecture, naming the architecture the checkpoint says it holds.
     """
     ckpt = load_checkpoint(path)
-    state = _strip_prefix(model_state(ckpt))
+    state = strip_prefix(model_state(ckpt))
     if state and all(k.startswith("backbone.") for k in state if not k.startswith("neck.")
                      and not k.startswith("head.")) and any(k.startswith("backbone.") for k in state):
         # a detector checkpoint: take its backbone
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    saved = _saved_arch(ckpt)
     if backbone.name in TIMM_ARCHS:  # same keys as ours; this checks them against the arch
         try:
             state = from_timm_state_dict(state, backbone.name)
         except ValueError as e:
-            raise CheckpointError(f"{path}: {e}") from None
+            raise CheckpointError(f"{path}{saved}: {e}") from None
     own = backbone.state_dict()
     head_fits = all(k in own and tuple(own[k].shape) == tuple(v.shape)
                     for k, v in state.items() if k.startswith(HEAD_PREFIXES))
@@ -83,8 +75,21 @@ def load_pretrained_backbone(backbone: CSPBackbone, path, strict_head: bool = Fa
         state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
         own_head = {k: v for k, v in own.items() if k.startswith(HEAD_PREFIXES)}
         state.update(own_head)  # keep the backbone's own (fresh) head, if any
-    load_state_strict(backbone, state, what=f"pretrained weights {path}")
+    load_state_strict(backbone, state,
+                      what=f"pretrained weights {path}{saved} for backbone '{backbone.name}'")
     return backbone
+
+
+def _saved_arch(ckpt) -> str:
+    """`` (a '<name>' model)`` from a checkpoint's config, for error messages; '' if unknown."""
+    cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(model, dict):
+        return ""
+    if isinstance(model.get("backbone"), dict):  # a detector's config
+        model = model["backbone"]
+    name = model.get("name") or model.get("arch")
+    return f" (a '{name}' model)" if name else ""
 
 
 __all__ = ["from_timm_state_dict", "load_pretrained_backbone", "TIMM_ARCHS"]
