@@ -51,6 +51,7 @@ def test_tiny_run_writes_the_table(bench, tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# Results\n\nkept\n")
     assert bench.main(["--configs", str(cfg), "--sizes", "64", "--no-peers", "--iters", "2", "--warmup", "1",
+                       "--block", "2", "--profile",
                        "--throughput-batch", "0", "--pairs", "resnet10:cspresnet10", "--backbone-size", "64",
                        "--output", str(out), "--json", str(tmp_path / "r.json"),
                        "--cache", str(tmp_path / "onnx")]) == 0
@@ -58,7 +59,30 @@ def test_tiny_run_writes_the_table(bench, tmp_path):
     assert text.startswith("# Results\n\nkept") and "<!-- benchmark:end -->" in text
     row = next(line for line in text.splitlines() if line.startswith("| tiny | 64 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 8 and all(c not in ("-", "n/a") for c in cells)  # every engine ran
-    assert float(cells[3]) > 0 and float(cells[5]) > 0  # GFLOPs, PyTorch ms
+    assert len(cells) == 9 and all(c not in ("-", "n/a") for c in cells)  # every engine ran, INT8 too
+    assert float(cells[3]) > 0 and float(cells[5].split()[0]) > 0  # GFLOPs, PyTorch ms
+    assert all("(" in c and "-" in c for c in cells[5:])  # median (min-max over rounds)
     pair = next(line for line in text.splitlines() if line.startswith("| resnet10 -> cspresnet10 | 64 |"))
     assert "%" in pair and "-16%" in pair  # the paper's FLOPs change is quoted beside ours
+    assert "x (" in pair  # the per-round CSP / base ratio with its spread
+    # the profile of every model, with its reorder share
+    assert "### ONNX Runtime per-op profile" in text and "**tiny @ 64 (fp32)**: reorders" in text
+    assert "| Conv |" in text or "| FusedConv |" in text
+    assert "Load: load average" in text
+
+
+def test_time_blocks_runs_each_model_in_back_to_back_blocks(bench):
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    samples = bench.time_blocks(runners, rounds=2, block=3, warmup=1, desc="t")
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert all(len(v) == 2 for v in samples.values())
+    rounds = {("a",): [2.0, 4.0], ("b",): [1.0, 1.0]}
+    assert bench.ratio(rounds, ("a",), ("b",)) == (3.0, 2.0, 4.0)
+
+
+def test_peers_include_yolo26n(bench):
+    assert bench.PEERS["yolo26n"] == "yolo26n.yaml"
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import DetectionModel
+    DetectionModel("yolo26n.yaml", verbose=False)  # the yaml ships with ultralytics

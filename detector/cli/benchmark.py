@@ -11,9 +11,22 @@ at batch ``--throughput-batch`` in PyTorch, ONNX Runtime and OpenCV DNN, all wit
 threads. Within an engine the models are timed alternately, round after round, so that load
 from other processes hits them all alike; engines run one after another (their idle thread
 pools would otherwise slow each other down), and ONNX Runtime sessions share one global
-thread pool. Peers (Ultralytics YOLOv8n, YOLO11n, YOLOv3-tiny) are built from Ultralytics'
+thread pool. Models are timed in alternating *blocks* of back-to-back runs (``--block``
+runs of one model, then of the next, ``--iters`` rounds): one call at a time interleaved
+would measure small models with cold caches. Each cell is the median over rounds, with the
+spread (min-max of the round medians); ratios are taken per round, in the same run.
+Peers (Ultralytics YOLOv8n, YOLO11n, YOLO26n, YOLOv3-tiny) are built from Ultralytics'
 yaml files with random weights -- nothing is downloaded -- and timed through the graph
 Ultralytics exports (its box decoding included). Latency does not depend on the weights.
+Our models are timed as deployed: BatchNorm folded and re-parameterised
+(:mod:`detector.models.deploy`); ``--no-deploy`` times the BN-folded training graph instead.
+The INT8 column is ONNX Runtime on the statically quantized file (:mod:`detector.export.quantize`,
+calibrated on random inputs here: speed does not depend on the ranges).
+
+``--profile`` prints ONNX Runtime's own per-op profile (kernel time by op type, the share of
+layout reorders and pooling) of every model in the run, e.g.
+``python tools/benchmark.py --configs configs/csppelee_efm_sam.yaml --sizes 320 --no-peers
+--pairs none --engines onnxruntime --profile``.
 
 CSP vs non-CSP pairs (backbones at 224 as in the paper's tables, detectors at the first size)
 compare params, FLOPs, ONNX Runtime latency and peak activation memory.
@@ -49,7 +62,8 @@ from detector.models.info import count_params, measure  # noqa: E402
 ROOT = Path.cwd()  # outputs go under the folder the command runs in
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 DEFAULT_CONFIGS = ["configs/csppelee_efm_sam.yaml", "configs/pelee_efm_sam.yaml", "configs/csppelee_gfm.yaml"]
-PEERS = {"yolov8n": "yolov8n.yaml", "yolo11n": "yolo11n.yaml", "yolov3-tiny": "yolov3-tiny.yaml"}
+PEERS = {"yolov8n": "yolov8n.yaml", "yolo11n": "yolo11n.yaml", "yolo26n": "yolo26n.yaml",
+         "yolov3-tiny": "yolov3-tiny.yaml"}
 DEFAULT_PAIRS = ["peleenet:csppeleenet", "resnet10:cspresnet10", "resnet50:cspresnet50",
                  "resnext50:cspresnext50", "darknet53:cspdarknet53",
                  "configs/pelee_efm_sam.yaml:configs/csppelee_efm_sam.yaml"]
@@ -118,12 +132,16 @@ def median_ms(samples: Sequence[float]) -> float:
 
 @dataclass
 class Model:
-    """A model to time: its PyTorch module (eval, BN folded) and how to export it."""
+    """A model to time: its deployed PyTorch module (eval, BN folded) and how to export it.
+
+    ``reference`` is the module as trained (params, FLOPs: the deploy rewrite's zero padding
+    is not counted)."""
     name: str
     kind: str            # ours | peer | backbone
     module: torch.nn.Module
     export: Callable[[Path, int, int], Path]
     note: str = ""
+    reference: Optional[torch.nn.Module] = None
     stats: Dict[int, dict] = field(default_factory=dict)  # size -> params, gflops, memory
 
 
@@ -146,23 +164,35 @@ def resolve_config(name: str) -> Path:
                       ROOT / "configs" / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
+    try:
+        from detector.config import find_config
+        return Path(find_config(name))
+    except Exception:
+        pass
     raise FileNotFoundError(f"no config for '{name}' (tried a path, configs/backbones/ and configs/)")
 
 
-def build_ours(config: str) -> Model:
+def build_ours(config: str, deploy: bool = True) -> Model:
+    import copy
+
     from detector.export.onnx_export import export_onnx
+    from detector.models.deploy import fold_batchnorm, reparameterize
 
     path = resolve_config(config)
-    module = build_model(str(path)).eval()
+    reference = build_model(str(path)).eval()
+    module = copy.deepcopy(reference)
     is_detector = hasattr(module, "head") and hasattr(module, "decode")
     name = path.stem
-    if hasattr(module, "fuse"):
-        module.fuse()
+    if is_detector:
+        module.fuse(deploy=deploy)
+    else:
+        module = reparameterize(module) if deploy else fold_batchnorm(module)
     if is_detector:
         def export(p, size, batch, m=module):
             return export_onnx(m, p, size, batch=batch, fuse=False)
-        return Model(name, "ours", module, export)
-    return Model(name, "backbone", module, lambda p, size, batch, m=module: _export_plain(m, p, size, batch))
+        return Model(name, "ours", module, export, reference=reference)
+    return Model(name, "backbone", module, lambda p, size, batch, m=module: _export_plain(m, p, size, batch),
+                 reference=reference)
 
 
 def build_peer(name: str) -> Model:
@@ -174,6 +204,17 @@ def build_peer(name: str) -> Model:
     head.export, head.format = True, "onnx"  # the graph Ultralytics exports (boxes decoded)
     note = "Ultralytics yaml, random weights, decode in graph"
     return Model(name, "peer", module, lambda p, size, batch, m=module: _export_plain(m, p, size, batch), note)
+
+
+def int8_file(fp32: Path, size: int, batch: int) -> Path:
+    """The statically quantized twin of ``fp32`` (calibrated on 4 random inputs: for timing)."""
+    from detector.export.quantize import quantize_onnx
+
+    out = fp32.with_name(fp32.stem + "_int8.onnx")
+    if not out.is_file() or out.stat().st_mtime < fp32.stat().st_mtime:
+        calib = np.random.default_rng(0).random((4, 3, size, size), dtype=np.float32)
+        quantize_onnx(fp32, out, calib)
+    return out
 
 
 # --------------------------------------------------------------------------- engines
@@ -189,11 +230,12 @@ def make_runner(engine: str, model: Model, onnx_path: Optional[Path], size: int,
             with torch.inference_mode():
                 module(xt)
         return run
-    if engine == "onnxruntime":
+    if engine in ("onnxruntime", "int8"):
         from detector.export.onnx_runtime import make_session
 
         session = make_session(onnx_path, threads=threads, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
+        session.run(None, feed)
         return lambda: session.run(None, feed)
     if engine == "opencv":
         import cv2
@@ -209,19 +251,26 @@ def make_runner(engine: str, model: Model, onnx_path: Optional[Path], size: int,
     raise ValueError(f"unknown engine {engine}")
 
 
-def time_alternating(runners: Dict[str, Callable], iters: int, warmup: int, desc: str) -> Dict[str, List[float]]:
-    """Warm each runner up, then time one call of each per round (seconds)."""
+def time_blocks(runners: Dict, rounds: int, block: int, warmup: int, desc: str) -> Dict[object, List[float]]:
+    """Per round and runner: ``block`` back-to-back calls, the block's median (seconds).
+
+    Runners alternate block by block, so load from other processes hits them all alike,
+    while each block runs with the caches its own model left warm.
+    """
     from tqdm import tqdm
 
     for run in runners.values():
         for _ in range(warmup):
             run()
-    samples: Dict[str, List[float]] = {k: [] for k in runners}
-    for _ in tqdm(range(iters), desc=desc, unit="round", leave=False):
+    samples: Dict[object, List[float]] = {k: [] for k in runners}
+    for _ in tqdm(range(rounds), desc=desc, unit="round", leave=False):
         for key, run in runners.items():
-            t0 = time.perf_counter()
-            run()
-            samples[key].append(time.perf_counter() - t0)
+            times = []
+            for _ in range(block):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+            samples[key].append(statistics.median(times))
     return samples
 
 
@@ -236,47 +285,138 @@ def set_threads(threads: int) -> None:
         print("note: ONNX Runtime's thread pool was set up before; sessions keep their own threads")
 
 
+# --------------------------------------------------------------------------- ORT profile
+
+REORDER_OPS = ("ReorderInput", "ReorderOutput")
+POOL_OPS = ("AveragePool", "MaxPool", "QLinearAveragePool", "NhwcMaxPool", "GlobalAveragePool")
+
+
+def ort_profile(onnx_path: Path, size: int, threads: int, runs: int = 20) -> Dict[str, dict]:
+    """ONNX Runtime's profiler on ``onnx_path``: per op type, kernel time share and nodes per run."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from detector.export.onnx_runtime import _GLOBAL_POOL
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if _GLOBAL_POOL is not None:
+        opts.use_per_session_threads = False
+    else:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
+        x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+        for _ in range(runs):
+            sess.run(None, {inp.name: x})
+        with open(sess.end_profiling(), encoding="utf-8") as f:
+            events = json.load(f)
+    total, nodes = {}, {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            total[op] = total.get(op, 0) + e["dur"]
+            nodes[op] = nodes.get(op, 0) + 1
+    t = sum(total.values()) or 1
+    return {op: {"share": d / t, "nodes": nodes[op] // runs, "ms": d / runs / 1000}
+            for op, d in sorted(total.items(), key=lambda kv: -kv[1])}
+
+
+def profile_markdown(name: str, size: int, prof: Dict[str, dict], label: str = "fp32") -> List[str]:
+    reorder = sum(v["share"] for k, v in prof.items() if k in REORDER_OPS)
+    pool = sum(v["share"] for k, v in prof.items() if k in POOL_OPS)
+    lines = [f"**{name} @ {size} ({label})**: reorders {100 * reorder:.1f}%, pooling {100 * pool:.1f}%, "
+             f"reorder + pooling {100 * (reorder + pool):.1f}% of ORT kernel time", "",
+             "| op | kernel time | nodes per run |", "|---|---|---|"]
+    for op, v in prof.items():
+        if v["share"] >= 0.001 or op in REORDER_OPS:
+            lines.append(f"| {op} | {100 * v['share']:.1f}% | {v['nodes']} |")
+    return lines + [""]
+
+
 # --------------------------------------------------------------------------- the run
 
 def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequence[str], threads: int,
-              iters: int, warmup: int, tp_batch: int, cache: Path) -> Dict[Tuple[str, int, str, int], dict]:
-    """Latency (batch 1) and throughput (batch ``tp_batch``) per (model, size, engine)."""
+              iters: int, warmup: int, tp_batch: int, cache: Path, block: int = 10, int8: bool = True
+              ) -> Tuple[Dict[Tuple[str, int, str, int], dict], Dict[Tuple[str, int, str, int], List[float]],
+                         Dict[Tuple[str, int, int], Path]]:
+    """Latency (batch 1) and throughput (batch ``tp_batch``) per (model, size, engine).
+
+    Returns the summary per key, the per-round samples (seconds) and the ONNX files.
+    """
     results: Dict[Tuple[str, int, str, int], dict] = {}
+    rounds_of: Dict[Tuple[str, int, str, int], List[float]] = {}
     from tqdm import tqdm
 
     # stats and ONNX files first (quiet machine work, not timed)
     jobs = [(m, s) for m in models for s in sizes_of[m.name]]
     files: Dict[Tuple[str, int, int], Path] = {}
+    run_engines = list(engines) + (["int8"] if int8 and "onnxruntime" in engines else [])
     for m, s in tqdm(jobs, desc="export + FLOPs", unit="model", leave=False):
-        flops, _, _ = measure(m.module, s)
-        m.stats[s] = {"params": count_params(m.module), "gflops": flops / 1e9,
+        ref = m.reference if m.reference is not None else m.module
+        flops, _, _ = measure(ref, s)
+        m.stats[s] = {"params": count_params(ref), "gflops": flops / 1e9,
                       "peak_mb": peak_activation_bytes(m.module, s) / 2 ** 20}
         if any(e != "pytorch" for e in engines):
             for batch in sorted({1, tp_batch} - {0}):
                 path = cache / f"{m.name}_{s}_b{batch}.onnx"
-                if not path.is_file():
-                    m.export(path, s, batch)
+                m.export(path, s, batch)
                 files[(m.name, s, batch)] = path
-    for engine in engines:
-        for batch in sorted({1, tp_batch} - {0}):
+                if "int8" in run_engines and batch == 1:
+                    try:
+                        files[(m.name, s, -1)] = int8_file(path, s, batch)
+                    except Exception as e:
+                        results[(m.name, s, "int8", 1)] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+    for engine in run_engines:
+        for batch in ([1] if engine == "int8" else sorted({1, tp_batch} - {0})):
             runners = {}
             for m, s in jobs:
                 key = (m.name, s, engine, batch)
+                if key in results:
+                    continue
+                path = files.get((m.name, s, -1 if engine == "int8" else batch))
                 try:
-                    runners[key] = make_runner(engine, m, files.get((m.name, s, batch)), s, batch, threads)
+                    runners[key] = make_runner(engine, m, path, s, batch, threads)
                 except Exception as e:  # an engine that cannot run a graph: say so in the table
                     results[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
             n = iters if batch == 1 else max(2, iters // 4)
-            samples = time_alternating(runners, n, warmup if batch == 1 else 1, f"{engine} batch {batch}")
+            samples = time_blocks(runners, n, block if batch == 1 else max(1, block // 4),
+                                  warmup if batch == 1 else 1, f"{engine} batch {batch}")
             for key, times in samples.items():
                 ms = median_ms(times)
-                results[key] = {"ms": ms, "img_s": batch * 1000.0 / ms, "iters": len(times)}
+                results[key] = {"ms": ms, "min_ms": 1000 * min(times), "max_ms": 1000 * max(times),
+                                "img_s": batch * 1000.0 / ms, "rounds": len(times)}
+                rounds_of[key] = times
             del runners
-    return results
+    return results, rounds_of, files
+
+
+def ratio(rounds_of, a, b) -> Optional[Tuple[float, float, float]]:
+    """Median, min and max over rounds of time(a) / time(b) (same rounds, same run)."""
+    ra, rb = rounds_of.get(a), rounds_of.get(b)
+    if not ra or not rb:
+        return None
+    rs = [x / y for x, y in zip(ra, rb)]
+    return statistics.median(rs), min(rs), max(rs)
 
 
 def fmt(v, spec=".1f", missing="-") -> str:
     return missing if v is None else format(v, spec)
+
+
+def fmt_ms(r: dict) -> str:
+    if not r or "ms" not in r:
+        return "-"
+    return f"{r['ms']:.2f} ({r['min_ms']:.2f}-{r['max_ms']:.2f})"
+
+
+def fmt_ratio(r) -> str:
+    return "-" if r is None else f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})"
 
 
 def machine_line(threads: int) -> str:
@@ -291,26 +431,83 @@ def machine_line(threads: int) -> str:
     import cv2
     import onnxruntime
 
+    try:
+        import ultralytics
+        ul = f", ultralytics {ultralytics.__version__}"
+    except ImportError:
+        ul = ""
     return (f"{cpu}, {os.cpu_count()} logical CPUs, {threads} thread{'s' if threads != 1 else ''} per engine; torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}")
+            f"onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}{ul}")
 
 
-def markdown(models: List[Model], sizes_of, engines, results, pairs, args, command: str) -> str:
+def load_line() -> str:
+    try:
+        return "load average " + " / ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:
+        return "load average unknown"
+
+
+FLAGSHIP = "csppelee_efm_sam"
+
+
+def targets(models: Dict[str, Model], results, rounds_of, pairs, profiles, size: int) -> List[str]:
+    """The speed targets of the project (issue 10), checked on this run's numbers."""
+    out = []
+
+    def check(label, r, limit, below=True):
+        if r is None:
+            return
+        ok = r[0] <= limit if below else r[0] >= limit
+        out.append(f"| {label} | {fmt_ratio(r)} | {'<=' if below else '>='} {limit} | {'yes' if ok else 'NO'} |")
+
+    key = lambda name, s, e="onnxruntime": (name, s, e, 1)  # noqa: E731
+    for base, csp, s in pairs:
+        limit = {("peleenet", "csppeleenet"): 0.92, ("pelee_efm_sam", FLAGSHIP): 0.93}.get((base.name, csp.name), 1.0)
+        check(f"{csp.name} / {base.name} @ {s}, ORT fp32", ratio(rounds_of, key(csp.name, s), key(base.name, s)),
+              limit if limit < 1 else 0.999)
+    if FLAGSHIP in models:
+        for peer, limit in (("yolov3-tiny", 0.70), ("yolo11n", 1.25)):
+            if peer in models:
+                check(f"{FLAGSHIP} / {peer} @ {size}, ORT fp32",
+                      ratio(rounds_of, key(FLAGSHIP, size), key(peer, size)), limit)
+        if "yolo11n" in models:
+            check(f"{FLAGSHIP} INT8 / yolo11n fp32 @ {size}, ORT",
+                  ratio(rounds_of, key(FLAGSHIP, size, "int8"), key("yolo11n", size)), 0.80)
+    prof = profiles.get((FLAGSHIP, size, "fp32"))
+    if prof:
+        share = sum(v["share"] for k, v in prof.items() if k in REORDER_OPS + POOL_OPS)
+        out.append(f"| {FLAGSHIP} reorder + pooling share of ORT kernel time | {100 * share:.1f}% | <= 6% | "
+                   f"{'yes' if share <= 0.06 else 'NO'} |")
+    if not out:
+        return []
+    return ["", "### Targets (this run)", "", "| check | measured (median, min-max over rounds) | target | met |",
+            "|---|---|---|---|"] + out
+
+
+def markdown(models: List[Model], sizes_of, engines, results, rounds_of, pairs, profiles, args, command: str) -> str:
+    int8 = args.int8 and "onnxruntime" in engines
     lines = [START, "", "## Speed: our detectors and peers (tools/benchmark.py)", "",
              f"- Machine: {machine_line(args.threads)}.",
-             f"- Latency: batch 1, median of {args.iters} alternating rounds after {args.warmup} warm-up runs; "
-             f"throughput: batch {args.throughput_batch}, images/s. Random weights (speed does not depend on them), "
-             "BatchNorm folded, float32.",
-             "- GFLOPs: torch.utils.flop_counter (multiply-add = 2), batch 1. Peak act.: largest total of "
-             "activation tensors alive at once in a PyTorch forward (weights excluded).",
+             f"- Load: {args.load_before} before the run, {load_line()} after it.",
+             f"- Latency: batch 1, ms, median over {args.iters} rounds (min-max of the rounds in brackets); each "
+             f"round runs every model in turn for a block of {args.block} back-to-back runs (median of the "
+             f"block), after {args.warmup} warm-up runs. ONNX Runtime sessions share one thread pool. "
+             "Random weights (speed does not depend on them), float32"
+             + (", INT8 = static QDQ quantization (per-channel int8 weights, uint8 activations)" if int8 else "") + ".",
+             f"- Ours: {'deployed graph (BatchNorm folded, re-parameterised: detector/models/deploy.py)' if args.deploy else 'BN-folded training graph (--no-deploy)'}. "
+             "GFLOPs: torch.utils.flop_counter (multiply-add = 2), batch 1, of the trained network. Peak act.: largest "
+             "total of activation tensors alive at once in a PyTorch forward (weights excluded).",
              f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}. Command: `{command}`",
              ]
+    if args.throughput_batch:
+        lines.append(f"- Throughput: batch {args.throughput_batch}, images/s.")
     if args.shared_note:
         lines.append(f"- Note: {args.shared_note}")
     lines.append("")
-    eng_names = {"pytorch": "PyTorch", "onnxruntime": "ORT", "opencv": "OpenCV"}
+    eng_names = {"pytorch": "PyTorch", "onnxruntime": "ORT", "opencv": "OpenCV", "int8": "ORT INT8"}
+    shown = list(engines) + (["int8"] if int8 else [])
     head = ["model", "size", "params (M)", "GFLOPs", "peak act. (MB)"]
-    head += [f"{eng_names[e]} ms" for e in engines]
+    head += [f"{eng_names[e]} ms" for e in shown]
     if args.throughput_batch:
         head += [f"{eng_names[e]} img/s" for e in engines]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -322,31 +519,53 @@ def markdown(models: List[Model], sizes_of, engines, results, pairs, args, comma
             st = m.stats[s]
             label = m.name + (" (peer)" if m.kind == "peer" else "")
             row = [label, str(s), f"{st['params'] / 1e6:.2f}", f"{st['gflops']:.2f}", f"{st['peak_mb']:.1f}"]
-            for batch in ([1, args.throughput_batch] if args.throughput_batch else [1]):
+            for e in shown:
+                r = results.get((m.name, s, e, 1), {})
+                if "error" in r:
+                    errors.append(f"{m.name} {s} {e}: {r['error']}")
+                    row.append("n/a")
+                else:
+                    row.append(fmt_ms(r))
+            if args.throughput_batch:
                 for e in engines:
-                    r = results.get((m.name, s, e, batch), {})
+                    r = results.get((m.name, s, e, args.throughput_batch), {})
                     if "error" in r:
-                        errors.append(f"{m.name} {s} {e}: {r['error']}")
+                        errors.append(f"{m.name} {s} {e} batch {args.throughput_batch}: {r['error']}")
                         row.append("n/a")
                     else:
-                        row.append(fmt(r.get("ms") if batch == 1 else r.get("img_s")))
+                        row.append(fmt(r.get("img_s")))
             lines.append("| " + " | ".join(row) + " |")
     peers = [m for m in models if m.kind == "peer"]
     if peers:
         lines += ["", "Peers: " + "; ".join(f"{m.name} from `{PEERS[m.name]}`" for m in peers)
                   + " (Ultralytics, random weights, their export graph with box decoding; ours end at the "
                     "raw head outputs, decoding and NMS are outside all graphs except Ultralytics' decode)."]
+        ours = [m for m in models if m.kind == "ours"]
+        if ours and "onnxruntime" in engines:
+            s0 = sizes_of[ours[0].name][0]
+            lines += ["", f"Ratios at {s0} (ORT fp32, per round, same run): " + "; ".join(
+                f"{o.name} / {p.name} {fmt_ratio(ratio(rounds_of, (o.name, s0, 'onnxruntime', 1), (p.name, s0, 'onnxruntime', 1)))}"
+                for o in ours[:1] for p in peers if s0 in sizes_of[p.name]) + "."]
     if pairs:
         lines += ["", "### CSP vs non-CSP (the paper's claims, on our implementations)", "",
-                  "| pair | size | params (M) | GFLOPs | ORT ms | PyTorch ms | peak act. (MB) | paper: params, FLOPs |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| pair | size | params (M) | GFLOPs | ORT ms | ORT CSP / base (per round) | "
+                  + ("ORT INT8 ms | " if int8 else "") + "PyTorch ms | peak act. (MB) | paper: params, FLOPs |",
+                  "|---|---|---|---|---|---|" + ("---|" if int8 else "") + "---|---|---|"]
         for base, csp, size in pairs:
             cells = []
-            for key, getter, spec in (("params", lambda m: m.stats[size]["params"] / 1e6, ".2f"),
-                                      ("gflops", lambda m: m.stats[size]["gflops"], ".3f"),
-                                      ("ort", lambda m: results.get((m.name, size, "onnxruntime", 1), {}).get("ms"), ".1f"),
-                                      ("pt", lambda m: results.get((m.name, size, "pytorch", 1), {}).get("ms"), ".1f"),
-                                      ("mem", lambda m: m.stats[size]["peak_mb"], ".1f")):
+            getters = [("params", lambda m: m.stats[size]["params"] / 1e6, ".2f"),
+                       ("gflops", lambda m: m.stats[size]["gflops"], ".3f"),
+                       ("ort", lambda m: results.get((m.name, size, "onnxruntime", 1), {}).get("ms"), ".2f"),
+                       ("ratio", None, None)]
+            if int8:
+                getters.append(("int8", lambda m: results.get((m.name, size, "int8", 1), {}).get("ms"), ".2f"))
+            getters += [("pt", lambda m: results.get((m.name, size, "pytorch", 1), {}).get("ms"), ".1f"),
+                        ("mem", lambda m: m.stats[size]["peak_mb"], ".1f")]
+            for key, getter, spec in getters:
+                if key == "ratio":
+                    cells.append(fmt_ratio(ratio(rounds_of, (csp.name, size, "onnxruntime", 1),
+                                                 (base.name, size, "onnxruntime", 1))))
+                    continue
                 a, b = getter(base), getter(csp)
                 if a is None or b is None:
                     cells.append("-")
@@ -361,6 +580,12 @@ def markdown(models: List[Model], sizes_of, engines, results, pairs, args, comma
             lines.append(f"| {base.name} -> {csp.name} | {size} | " + " | ".join(cells) + " |")
         lines += ["", "Backbones are ImageNet classifiers (1000-class head) as in the paper's tables; the "
                       "paper column is the change the authors report (docs/paper.md)."]
+    lines += targets({m.name: m for m in models}, results, rounds_of, pairs, profiles,
+                     args.sizes[0])
+    if profiles:
+        lines += ["", "### ONNX Runtime per-op profile (--profile)", ""]
+        for (name, size, label), prof in profiles.items():
+            lines += profile_markdown(name, size, prof, label)
     if errors:
         lines += ["", "Not run: " + "; ".join(errors)]
     lines += ["", END]
@@ -392,26 +617,35 @@ def parse_args(argv=None):
                     help="CSP pairs 'base:csp' (backbone names or config paths); 'none' for no pairs")
     ap.add_argument("--backbone-size", type=int, default=224, help="input size of backbone pairs")
     ap.add_argument("--threads", type=int, default=2, help="threads per engine")
-    ap.add_argument("--iters", type=int, default=30, help="timed rounds at batch 1")
+    ap.add_argument("--iters", type=int, default=15, help="timed rounds at batch 1")
+    ap.add_argument("--block", type=int, default=10, help="back-to-back runs of one model per round")
     ap.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
     ap.add_argument("--throughput-batch", type=int, default=8, help="batch for throughput (0 = skip)")
-    ap.add_argument("--quick", action="store_true", help="5 rounds, 2 warm-up runs")
+    ap.add_argument("--no-int8", dest="int8", action="store_false", help="no ORT INT8 column")
+    ap.add_argument("--no-deploy", dest="deploy", action="store_false",
+                    help="time our models as BN-folded training graphs (no deploy re-parameterisation)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print ONNX Runtime's per-op profile (reorder / pooling share) of every model")
+    ap.add_argument("--quick", action="store_true", help="5 rounds of 3 runs, 2 warm-up runs")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="markdown file to update")
     ap.add_argument("--json", default=str(ROOT / "runs" / "benchmark" / "results.json"), help="raw results")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "benchmark" / "onnx"), help="exported models")
     ap.add_argument("--shared-note", default="", help="a note for the table (e.g. other load on the machine)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.iters, args.warmup = 5, 2
+        args.iters, args.warmup, args.block = 5, 2, 3
     if args.pairs == ["none"]:
         args.pairs = []
     if args.no_peers:
         args.peers = []
+    if args.iters < 1 or args.block < 1:
+        ap.error("--iters and --block must be >= 1")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.load_before = load_line()
     shown = list(argv if argv is not None else sys.argv[1:])
     for i, a in enumerate(shown[:-1]):
         if a == "--shared-note":
@@ -429,7 +663,11 @@ def main(argv=None) -> int:
         return model
 
     for cfg in args.configs:
-        add(build_ours(cfg), args.sizes)
+        try:
+            add(build_ours(cfg, args.deploy), args.sizes)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.peers:
         try:
             import ultralytics  # noqa: F401
@@ -441,10 +679,11 @@ def main(argv=None) -> int:
     pairs = []
     for item in args.pairs:
         if ":" not in item:
-            raise SystemExit(f"--pairs takes base:csp items, got '{item}'")
+            print(f"error: --pairs takes base:csp items, got '{item}'", file=sys.stderr)
+            return 2
         base_name, csp_name = item.split(":", 1)
         try:
-            base, csp = build_ours(base_name), build_ours(csp_name)
+            base, csp = build_ours(base_name, args.deploy), build_ours(csp_name, args.deploy)
         except FileNotFoundError as e:
             print(f"pair {item} skipped: {e}")
             continue
@@ -453,13 +692,25 @@ def main(argv=None) -> int:
         pairs.append((base, csp, size))
 
     cache = Path(args.cache)
-    results = benchmark(list(models.values()), sizes_of, args.engines, args.threads, args.iters,
-                        args.warmup, args.throughput_batch, cache)
-    section = markdown(list(models.values()), sizes_of, args.engines, results, pairs, args, command)
+    results, rounds_of, files = benchmark(list(models.values()), sizes_of, args.engines, args.threads,
+                                          args.iters, args.warmup, args.throughput_batch, cache,
+                                          args.block, args.int8)
+    profiles = {}
+    if args.profile:
+        for m in models.values():
+            for s in sizes_of[m.name]:
+                for label, key in (("fp32", (m.name, s, 1)), ("INT8", (m.name, s, -1))):
+                    if key in files:
+                        profiles[(m.name, s, label)] = ort_profile(files[key], s, args.threads)
+    section = markdown(list(models.values()), sizes_of, args.engines, results, rounds_of, pairs, profiles,
+                       args, command)
     write_section(Path(args.output), section)
     print(section)
     raw = {"args": vars(args), "results": [{"model": k[0], "size": k[1], "engine": k[2], "batch": k[3], **v}
                                            for k, v in results.items()],
+           "rounds_ms": [{"model": k[0], "size": k[1], "engine": k[2], "batch": k[3],
+                          "ms": [1000 * t for t in v]} for k, v in rounds_of.items()],
+           "profiles": [{"model": k[0], "size": k[1], "kind": k[2], "ops": v} for k, v in profiles.items()],
            "stats": {m.name: m.stats for m in models.values()}}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")

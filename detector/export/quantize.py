@@ -1,0 +1,197 @@
+"""Static INT8 quantization of an exported fp32 ONNX file, calibrated on real training images.
+
+ONNX Runtime's own quantizer (``onnxruntime.quantization.quantize_static``) does the work:
+QDQ format (QuantizeLinear/DequantizeLinear pairs that ORT fuses into integer kernels, and
+that other runtimes read), per-channel int8 weights, uint8 activations, ranges calibrated
+(min-max) on letterboxed images of the data YAML's *train* split -- the same letterbox and
+scaling as inference (:class:`detector.inference.Predictor`). The prediction convs (the graph
+outputs) stay float: their logits feed sigmoid and box decoding, where 8-bit steps cost AP and
+the convs are a tiny share of the time.
+
+The quantized file keeps the fp32 file's ``cspdet`` metadata (plus ``"int8": true`` and the
+calibration set), so eval, demo and Predictor open it like any export.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..common import to_hw
+
+
+class QuantizationError(ValueError):
+    """The model or the calibration data cannot be quantized; the message says why."""
+
+
+def calibration_images(data, count: int, img_size, split: str = "train", seed: int = 0,
+                       progress: bool = True) -> np.ndarray:
+    """``count`` images of ``data``'s ``split``, letterboxed to ``img_size`` as inference does.
+
+    Returns float32 (N, 3, H, W) RGB in [0, 1]. Images are drawn evenly spaced over the split
+    (a fixed, reproducible sample that covers it).
+    """
+    from ..data import check_split_exists, letterbox, prepare_data, read_image
+    from ..data.labels import list_images
+
+    if count < 1:
+        raise QuantizationError(f"calibration needs at least one image, got --calib-images {count}")
+    if data is None or data == "":
+        raise QuantizationError("INT8 calibration needs images: pass --data configs/data/<name>.yaml "
+                                "(its train split is used)")
+    try:
+        cfg = prepare_data(data)
+        split_cfg = check_split_exists(cfg, split)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise QuantizationError(f"cannot read calibration data from {data}: {e}") from e
+    images = list_images(Path(split_cfg.images))
+    if not images:
+        raise QuantizationError(f"no images in the {split} split of {data} ({split_cfg.images})")
+    idx = np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)
+    h, w = to_hw(img_size)
+    batch = np.empty((len(idx), 3, h, w), np.float32)
+    it = idx
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(idx, desc="calibration images", unit="img", leave=False)
+    for k, i in enumerate(it):
+        rgb = read_image(images[i])
+        boxed, _, _ = letterbox(rgb, (h, w))
+        batch[k] = boxed.transpose(2, 0, 1).astype(np.float32) / 255.0
+    return batch
+
+
+class _Reader:
+    """``CalibrationDataReader`` over an array of inputs, one batch-1 feed at a time."""
+
+    def __init__(self, name: str, batch: np.ndarray, session_batch: int):
+        self.name, self.batch, self.session_batch, self.i = name, batch, session_batch, 0
+
+    def get_next(self):
+        if self.i >= len(self.batch):
+            return None
+        x = self.batch[self.i:self.i + 1]
+        if self.session_batch > 1:  # fixed-batch export: repeat the image
+            x = np.repeat(x, self.session_batch, axis=0)
+        self.i += 1
+        return {self.name: x}
+
+    def rewind(self):
+        self.i = 0
+
+
+def _output_nodes(model) -> List[str]:
+    outs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node if any(o in outs for o in n.output)]
+
+
+def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: bool = True,
+                  keep_outputs_float: bool = True, extra_meta: Optional[dict] = None) -> Path:
+    """Quantize ``fp32_path`` statically (QDQ, int8 weights, uint8 activations) into ``out_path``.
+
+    ``calibration``: float32 (N, 3, H, W) inputs (see :func:`calibration_images`).
+    Raises :class:`QuantizationError` for a graph ORT cannot quantize (float16, NMS inside, no
+    convolution) instead of failing inside the quantizer.
+    """
+    import onnx
+
+    from .onnx_export import METADATA_KEY, read_metadata
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    model = onnx.load(str(fp32_path))
+    meta = read_metadata(model)
+    inp = model.graph.input[0]
+    elem = inp.type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        raise QuantizationError(f"{fp32_path.name}: INT8 quantization needs a float32 export "
+                                f"(input type {onnx.TensorProto.DataType.Name(elem)}); drop --half")
+    if meta.get("nms") or any(n.op_type == "NonMaxSuppression" for n in model.graph.node):
+        raise QuantizationError(f"{fp32_path.name}: a graph with NMS inside cannot be quantized "
+                                "statically (its outputs are box lists); export without --nms")
+    if not any(n.op_type in ("Conv", "MatMul", "Gemm") for n in model.graph.node):
+        raise QuantizationError(f"{fp32_path.name}: no Conv/MatMul/Gemm to quantize")
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise QuantizationError(f"calibration inputs must be a non-empty (N, 3, H, W) array, got "
+                                f"shape {calibration.shape}")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if dims[2:] != [None, None] and list(calibration.shape[2:]) != dims[2:]:
+        raise QuantizationError(f"calibration images are {calibration.shape[2]}x{calibration.shape[3]}, "
+                                f"the model takes {dims[2]}x{dims[3]}")
+    exclude = _output_nodes(model) if keep_outputs_float else []
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    from . import onnx_runtime
+
+    if onnx_runtime._GLOBAL_POOL is not None:
+        # ORT's quantizer opens its own sessions, which a process-wide thread pool refuses
+        # ("use_per_session_threads must be false"): quantize in a fresh process instead
+        _quantize_in_child(fp32_path, out_path, calibration, per_channel, keep_outputs_float)
+    else:
+        _quantize(fp32_path, out_path, calibration, per_channel, exclude, inp.name, dims[0] or 1)
+    qmodel = onnx.load(str(out_path))
+    if meta:
+        meta = dict(meta, int8=True, **(extra_meta or {}))
+        del qmodel.metadata_props[:]
+        entry = qmodel.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    qmodel.producer_name = "cspdet"
+    onnx.save(qmodel, str(out_path))
+    return out_path
+
+
+def _quantize_in_child(fp32_path, out_path, calibration, per_channel, keep_outputs_float) -> None:
+    import multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = Path(tmp) / "calib.npy"
+        np.save(calib, calibration)
+        ctx = mp.get_context("spawn")
+        proc = ctx.Process(target=_child_main, args=(str(fp32_path), str(out_path), str(calib),
+                                                     per_channel, keep_outputs_float))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0 or not Path(out_path).is_file():
+            raise QuantizationError(f"quantizing {Path(fp32_path).name} failed (child exit code "
+                                    f"{proc.exitcode}); run tools/export.py --int8 for the message")
+
+
+def _child_main(fp32_path, out_path, calib, per_channel, keep_outputs_float) -> None:
+    quantize_onnx(fp32_path, out_path, np.load(calib), per_channel, keep_outputs_float)
+
+
+def _quantize(fp32_path: Path, out_path: Path, calibration, per_channel, exclude, input_name,
+              session_batch) -> None:
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        except Exception:  # pre-processing is an optimisation; quantize the file as it is
+            pre = fp32_path
+        reader = _Reader(input_name, calibration, session_batch)
+        try:
+            quantize_static(str(pre), str(out_path), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=exclude)
+        except Exception as e:
+            raise QuantizationError(f"ONNX Runtime could not quantize {fp32_path.name}: "
+                                    f"{type(e).__name__}: {e}") from e
+
+
+def quantize_export(fp32_path, out_path, data, img_size, count: int = 64,
+                    split: str = "train") -> Path:
+    """Calibrate on ``count`` images of ``data``'s train split and quantize (the CLI's path)."""
+    calib = calibration_images(data, count, img_size, split)
+    return quantize_onnx(fp32_path, out_path, calib,
+                         extra_meta={"calibration": {"data": str(data), "split": split,
+                                                     "images": int(len(calib))}})
+
+
+__all__ = ["QuantizationError", "calibration_images", "quantize_onnx", "quantize_export"]
