@@ -1,0 +1,98 @@
+"""`cspdet ablate`: every variant trained with the same budget and seeds, one table with every
+column, a failing variant reported as a row while the others go on, sets kept as data."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detector.cli import ablate
+from detector.cli.ablate import AblationError, load_sets, run_config, set_dotted
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ["variant", "params (M)", "GFLOPs", "ORT ms", "peak act. (MB)", "FPN peak (MB)",
+           "FPN out (MB)", "FPN vs first", "AP", "AP50", "AP75", "AP per seed", "train s / run"]
+
+
+def _tiny_sets(tmp_path, variants):
+    """The real ablations file with a tiny budget (one step a run) and the given variants."""
+    sets = yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())
+    sets["budgets"]["tiny"] = {"seeds": [0, 1], "set": {
+        "data.generate.num_train": 4, "data.generate.num_val": 2, "data.generate.img_size": 64,
+        "train.epochs": 1, "train.batch_size": 4, "train.img_size": 64, "train.workers": 1,
+        "train.plots": False, "train.tensorboard": False, "train.warmup_min_iters": 1,
+        "train.close_mosaic": 0, "eval.img_size": 64, "eval.interval": 0, "eval.max_det": 30}}
+    sets["sets"]["tiny"] = {"title": "tiny", "variants": variants}
+    path = tmp_path / "ablations.yaml"
+    path.write_text(yaml.safe_dump(sets))
+    return path
+
+
+def test_a_tiny_set_writes_the_table_with_every_column(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSPDET_CACHE_DIR", str(tmp_path / "cache"))
+    sets_file = _tiny_sets(tmp_path, [
+        {"name": "maxout on", "set": {"model.neck.maxout": True}},
+        {"name": "maxout off", "set": {"model.neck.maxout": False}},
+        {"name": "typo", "set": {"model.neck.maxuot": False}}])
+    out = tmp_path / "table.md"
+    rc = ablate.main(["tiny", "--sets-file", str(sets_file), "--budget", "tiny",
+                      "--save-dir", str(tmp_path / "runs"), "--output", str(out),
+                      "--ort-iters", "2", "--no-progress"])
+    assert rc == 0
+    text = out.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| maxout") or line.startswith("| typo")}
+    for name in ("maxout on", "maxout off"):
+        cells = rows[name]
+        assert len(cells) == len(COLUMNS)
+        assert all(c not in ("", "-") for c in cells), cells
+        assert "±" in cells[8] and len(cells[11].split(",")) == 2  # two seeds
+        assert float(cells[3]) > 0  # ORT ms
+    # Maxout halves the fused maps: the pyramid without it is larger
+    assert float(rows["maxout off"][6]) > float(rows["maxout on"][6])
+    assert rows["maxout on"][7] == "1.00x"
+    assert "failed" in rows["typo"][1] and "maxuot" in rows["typo"][1]
+    assert "saved by `maxout on`" in text and "Budget `tiny`" in text and "torch" in text
+    # every run used the same data and seeds 0 and 1, each in its own folder
+    runs = sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir())
+    assert runs == ["maxout_off-s0", "maxout_off-s1", "maxout_on-s0", "maxout_on-s1"]
+    cfgs = [yaml.safe_load((tmp_path / "runs" / "tiny" / r / "config.yaml").read_text()) for r in runs]
+    assert {c["train"]["seed"] for c in cfgs} == {0, 1}
+    assert len({yaml.safe_dump(c["data"]) for c in cfgs}) == 1
+
+
+def test_every_set_of_the_file_builds_a_config_per_variant(tmp_path):
+    sets = load_sets()
+    assert {"neck", "refine", "maxout", "gamma", "fusion", "activation", "head"} <= set(sets["sets"])
+    budget = sets["budgets"]["quick"]
+    seen = {}
+    for name, aset in sets["sets"].items():
+        for v in aset.variants:
+            cfg = run_config(sets, v, budget, 1, ["train.epochs=2"], tmp_path, "r")
+            assert cfg["train"]["seed"] == 1 and cfg["train"]["epochs"] == 2
+            assert cfg["data"]["generate"]["kind"] == "proxy"
+            seen[(name, v.name)] = cfg
+    assert seen[("neck", "PANet")]["model"]["neck"]["type"] == "panet"
+    assert "maxout" not in seen[("neck", "PANet")]["model"]["neck"]  # replaced, not merged
+    assert [s["fusion"] for s in seen[("fusion", "fusion first")]["model"]["backbone"]["stages"]] == ["first"] * 4
+    assert seen[("gamma", "gamma 0.25")]["model"]["backbone"]["stage_defaults"]["split_ratio"] == 0.25
+    assert seen[("activation", "Swish")]["model"]["head"]["act"] == "swish"
+
+
+def test_set_dotted_and_clear_errors(capsys):
+    cfg = {"a": {"b": 1, "l": [{"x": 1}, {"x": 2}]}}
+    c = copy.deepcopy(cfg)
+    set_dotted(c, "a.l.*.x", 5)
+    set_dotted(c, "a.l.0.y", 1)
+    set_dotted(c, "a.new.k", 2)
+    assert c == {"a": {"b": 1, "l": [{"x": 5, "y": 1}, {"x": 5}], "new": {"k": 2}}}
+    with pytest.raises(AblationError):
+        set_dotted(c, "a.b.c", 1)
+    with pytest.raises(AblationError):
+        set_dotted(c, "a.l.9.x", 1)
+    assert ablate.main(["no-such-set"]) == 2
+    assert "unknown set" in capsys.readouterr().err
+    assert ablate.main(["maxout", "--variants", "nope"]) == 2
+    assert ablate.main(["--list"]) == 0
