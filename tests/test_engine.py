@@ -14,7 +14,7 @@ from detector.engine.ema import ModelEMA
 from detector.engine.logger import RunLogger
 from detector.engine.optim import WarmupScheduler, build_optimizer, param_groups
 from detector.engine.train_config import TrainConfig, parse_run_config
-from detector.engine.trainer import rng_state, set_rng_state
+from detector.engine.runtime import rng_state, set_rng_state
 
 MINIMAL = {"model": {"neck": {"type": "efm"}}, "data": "configs/data/shapes.yaml",
            "train": {"name": "x", "epochs": 2, "batch_size": 2, "img_size": 64},

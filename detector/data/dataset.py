@@ -200,7 +200,7 @@ class DetectionDataset(Dataset):
                 self._mark_bad(index, e, skipped)
                 index = self._random_good_index()
         else:
-            raise RuntimeError(f"{self.name}: no readable image left")
+            raise ImageReadError(f"{self.name}: no readable image left (check it with `cspdet check-data`)")
         return self._item(index, img, boxes, classes, self._eval_params(orig_hw), skipped)
 
     def _train_sample(self, index: int, skipped: List[str]):
@@ -282,7 +282,7 @@ class DetectionDataset(Dataset):
 
     def _random_good_index(self) -> int:
         if len(self._bad) >= len(self):
-            raise RuntimeError(f"{self.name}: every image is unreadable")
+            raise ImageReadError(f"{self.name}: every image is unreadable (check it with `cspdet check-data`)")
         while True:
             j = int(self.rng.integers(len(self)))
             if j not in self._bad:

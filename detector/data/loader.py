@@ -1,22 +1,29 @@
 """Batches: collate, a DataLoader that reports skipped images per epoch, multi-scale resizing.
 
-Reproducibility: shuffling uses a generator seeded with ``seed``; every worker re-seeds
-numpy, ``random`` and the dataset's augmentation from PyTorch's per-worker seed (derived
-from ``seed``), so a run is repeated exactly for the same seed and number of workers.
+Reproducibility: a shuffled (or distributed) loader draws from a
+:class:`~detector.data.sampler.ResumableSampler`, so the order of every epoch is a function of
+``(seed, epoch)`` and, for a dataset with ``reseed`` (the detection dataset), each item's
+augmentation is seeded from ``(seed, epoch, rank, position)`` by its key: a run repeats
+exactly for the same seed whatever the number of workers, each DDP rank has its own stream,
+and a resumed epoch starts at a position without loading the samples before it.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import random
 import signal
-from typing import Any, Dict, List, Sequence, Tuple, Union
+import weakref
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
+from torch.utils.data import DataLoader, get_worker_info
+
+from .sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +66,8 @@ class DetectionDataLoader(DataLoader):
 
     Each pass (epoch) counts the images that could not be read and were replaced, logs them
     when the pass ends (or is abandoned) and keeps them in ``skipped_last_epoch``. With a
-    DistributedSampler whose epoch the caller does not set, it sets it to the pass number so
-    every epoch shuffles differently.
+    sampler whose epoch the caller does not set (``sampler.set_epoch``), it sets it to the pass
+    number so every epoch shuffles differently.
     """
 
     def __init__(self, *args, **kwargs):
@@ -68,12 +75,22 @@ class DetectionDataLoader(DataLoader):
         self.epoch = 0                     # passes started so far
         self._auto_epoch = 0
         self.skipped_last_epoch: List[str] = []
+        _LIVE_LOADERS.add(self)
+
+    def shutdown(self) -> None:
+        """Stop the persistent workers now (a later pass starts new ones)."""
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._iterator = None
 
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
-        if isinstance(self.sampler, DistributedSampler) and self.sampler.epoch == self._auto_epoch:
-            self.sampler.set_epoch(epoch)  # the caller did not call set_epoch itself
+        sampler = self.sampler
+        if hasattr(sampler, "set_epoch") and getattr(sampler, "epoch", None) == self._auto_epoch:
+            if sampler.epoch != epoch:
+                sampler.set_epoch(epoch)  # the caller did not call set_epoch itself
             self._auto_epoch = epoch
         skipped: Dict[str, int] = {}
         try:
@@ -93,20 +110,42 @@ class DetectionDataLoader(DataLoader):
                         "(%d times): %s%s", epoch, len(skipped), sum(skipped.values()), shown, more)
 
 
+_LIVE_LOADERS: "weakref.WeakSet[DetectionDataLoader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_live_loaders() -> None:
+    """Workers ignore SIGTERM (see ``_seed_worker``), so multiprocessing's exit-time
+    ``terminate()`` cannot stop them and an interpreter exiting with a loader alive would hang;
+    this runs before that (atexit is last-in first-out) and shuts them down cleanly."""
+    for loader in list(_LIVE_LOADERS):
+        loader.shutdown()
+
+
 def build_dataloader(dataset, batch_size: int, workers: int = 2, shuffle: bool = True,
-                     seed: int = 0, distributed: bool = False, drop_last: bool = False
+                     seed: int = 0, distributed: bool = False, drop_last: bool = False,
+                     rank: Optional[int] = None, world_size: Optional[int] = None
                      ) -> DetectionDataLoader:
-    """DataLoader with persistent workers (when ``workers > 0``), pinned memory on CUDA,
-    seeded shuffling and worker seeding, and a DistributedSampler when ``distributed``."""
+    """DataLoader with persistent workers (when ``workers > 0``), pinned memory on CUDA and
+    worker seeding. Shuffled or ``distributed``: a :class:`ResumableSampler` over this rank's
+    share (``rank``/``world_size`` default to the process group's); its keys carry per-sample
+    seeds when the dataset can take them (it has ``reseed``). ``loader.sampler.set_epoch(e,
+    start)`` picks the epoch and the position a pass starts at."""
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=int(seed), drop_last=drop_last)
+    if shuffle or distributed:
+        if distributed and (rank is None or world_size is None):
+            import torch.distributed as dist
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=int(seed), rank=rank or 0,
+                                   world_size=world_size or 1, drop_last=drop_last,
+                                   keys=hasattr(dataset, "reseed"))
     if workers == 0 and hasattr(dataset, "reseed"):
         dataset.reseed(int(seed))
     return DetectionDataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        dataset, batch_size=batch_size, sampler=sampler,
         num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
         drop_last=drop_last, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
         generator=generator, prefetch_factor=4 if workers > 0 else None)

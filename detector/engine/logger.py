@@ -1,7 +1,9 @@
-"""Run logging: ``results.csv`` (one row per epoch), ``results.png`` curves and TensorBoard.
+"""The run folder: its name (:func:`next_run_dir`), ``train.log`` (:func:`log_to_file`),
+``results.csv`` (one row per epoch), ``results.png`` curves and TensorBoard (:class:`RunLogger`).
 
-Only rank 0 creates a :class:`RunLogger`. The CSV is rewritten from the rows kept in memory
-(and re-read on resume), so a run killed mid-write and resumed has no duplicate epochs.
+Only rank 0 writes. The CSV is rewritten from the rows kept in memory (and re-read on resume),
+so a run killed mid-write and resumed has no duplicate epochs. The columns default to the
+detector's; another trainer passes its own (``RunLogger(dir, columns=..., plotted=...)``).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import csv
 import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 LOGGER = logging.getLogger("cspdet.train")
 
@@ -18,8 +20,38 @@ CSV_COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "train/total", "l
 PLOTTED = ["train/box", "train/obj", "train/cls", "train/total", "lr", "AP", "AP50", "AP75"]
 
 
+def next_run_dir(save_dir, name: str, exist_ok: bool = False) -> Path:
+    """``save_dir/name``, or ``name2``, ``name3`` ... when it is taken (unless ``exist_ok``)."""
+    base = Path(save_dir) / name
+    if exist_ok or not base.exists():
+        return base
+    n = 2
+    while (Path(save_dir) / f"{name}{n}").exists():
+        n += 1
+    return Path(save_dir) / f"{name}{n}"
+
+
+def log_to_file(path) -> logging.Handler:
+    """Also write the ``cspdet`` log to ``path`` (the run's ``train.log``); undo with
+    :func:`remove_log_file`."""
+    root = logging.getLogger("cspdet")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def remove_log_file(handler: Optional[logging.Handler]) -> None:
+    if handler is not None:
+        logging.getLogger("cspdet").removeHandler(handler)
+        handler.close()
+
+
 class RunLogger:
-    def __init__(self, run_dir, tensorboard: bool = True, plots: bool = True):
+    def __init__(self, run_dir, tensorboard: bool = True, plots: bool = True,
+                 columns: Sequence[str] = CSV_COLUMNS, plotted: Sequence[str] = PLOTTED):
+        self.columns, self.plotted = list(columns), list(plotted)
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "results.csv"
         self.png_path = self.run_dir / "results.png"
@@ -47,21 +79,21 @@ class RunLogger:
                     self.tb.add_scalar(k, float(v), step)
 
     def log_epoch(self, row: Mapping[str, float]) -> None:
-        row = {k: row.get(k, float("nan")) for k in CSV_COLUMNS}
+        row = {k: row.get(k, float("nan")) for k in self.columns}
         self.rows = [r for r in self.rows if r.get("epoch") != row["epoch"]] + [row]
         tmp = self.csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             for r in self.rows:
-                writer.writerow({k: _fmt(r.get(k)) for k in CSV_COLUMNS})
+                writer.writerow({k: _fmt(r.get(k)) for k in self.columns})
         tmp.replace(self.csv_path)
-        self.scalars({k: row[k] for k in PLOTTED if k in row}, int(row["epoch"]))
+        self.scalars({k: row[k] for k in self.plotted if k in row}, int(row["epoch"]))
         if self.tb is not None:
             self.tb.flush()
         if self.plots:
             try:
-                plot_results(self.rows, self.png_path)
+                plot_results(self.rows, self.png_path, self.plotted)
             except Exception as e:  # a plot must never stop training
                 LOGGER.warning("could not draw %s: %s", self.png_path, e)
 
@@ -70,17 +102,23 @@ class RunLogger:
             self.tb.close()
 
 
-def plot_results(rows: List[Mapping[str, float]], path) -> Optional[Path]:
-    """One small panel per column of :data:`PLOTTED`, epoch on x."""
+def plot_results(rows: List[Mapping[str, float]], path, keys: Sequence[str] = PLOTTED
+                 ) -> Optional[Path]:
+    """One small panel per column in ``keys``, epoch on x."""
     if not rows:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6), tight_layout=True)
+    cols = min(4, max(1, len(keys)))
+    nrows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.5 * cols, 3 * nrows), tight_layout=True,
+                             squeeze=False)
     epochs = [r["epoch"] for r in rows]
-    for ax, key in zip(axes.ravel(), PLOTTED):
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    for ax, key in zip(axes.ravel(), keys):
         ys = [r.get(key, float("nan")) for r in rows]
         pts = [(x, y) for x, y in zip(epochs, ys) if y is not None and math.isfinite(y)]
         if pts:

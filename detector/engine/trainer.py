@@ -19,8 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
-import random
 import signal
 import time
 from pathlib import Path
@@ -34,8 +32,9 @@ from ..config import ConfigError, PathOrDict, save_config, to_dict
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, load_state_strict, model_state, save_checkpoint
 from .ema import ModelEMA, unwrap
-from .logger import RunLogger
+from .logger import RunLogger, log_to_file, next_run_dir, remove_log_file
 from .optim import WarmupScheduler, build_optimizer
+from .runtime import configure_threads, rng_state, seed_everything, select_device, set_rng_state
 from .train_config import RunConfig, parse_run_config
 
 LOGGER = logging.getLogger("cspdet.train")
@@ -49,78 +48,8 @@ class StopRequested(Exception):
     """SIGTERM/SIGINT: ``last.pt`` was written at the current batch; resume from it."""
 
 
-# ---------------------------------------------------------------------------- RNG state
-def rng_state() -> Dict[str, Any]:
-    """Python, numpy and torch RNG states as tensors / lists (``weights_only``-loadable)."""
-    np_state = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (int(seed) * 1_000_003 + epoch * 7919 + rank * 104_729) % 2 ** 31
-
-
-def select_device(name: str) -> torch.device:
-    if not name:
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name} but CUDA is not available; use device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", dist_utils.local_rank())
-    return device
-
-
-def cpu_threads(world: int = 1) -> int:
-    """Cores per process (at least 1), so N CPU processes do not oversubscribe the machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(world, 1))
-
-
-def increment_run_dir(save_dir, name: str, exist_ok: bool) -> Path:
-    """``runs/name``, or ``runs/name2``, ``runs/name3`` ... when it is taken."""
-    base = Path(save_dir) / name
-    if exist_ok or not base.exists():
-        return base
-    n = 2
-    while (Path(save_dir) / f"{name}{n}").exists():
-        n += 1
-    return Path(save_dir) / f"{name}{n}"
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -159,17 +88,14 @@ class Trainer:
         self.distributed = dist_utils.init_distributed(self.device)
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         self.main = self.rank == 0
-        seed_everything(tc.seed + self.rank, tc.deterministic)
-        if tc.threads > 0 or self.device.type == "cpu":
-            torch.set_num_threads(tc.threads or cpu_threads(self.world))
-        if self.device.type == "cuda" and not tc.deterministic:
-            torch.backends.cudnn.benchmark = True
+        seed_everything(tc.seed, self.rank, tc.deterministic)
+        configure_threads(tc.threads, self.world, self.device, tc.deterministic)
 
         # run folder (rank 0 decides, the others follow)
         if self.run_dir_hint is not None:
             run_dir = self.run_dir_hint
         else:
-            run_dir = increment_run_dir(tc.save_dir, tc.name, tc.exist_ok) if self.main else None
+            run_dir = next_run_dir(tc.save_dir, tc.name, tc.exist_ok) if self.main else None
         self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
 
         # data
@@ -240,7 +166,7 @@ class Trainer:
         self.logger = None
         if self.main:  # the folder is made only once data and model are known to work
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._log_handler = _log_to_file(self.run_dir / "train.log")
+            self._log_handler = log_to_file(self.run_dir / "train.log")
             self.logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, plots=tc.plots)
             self.logger.keep_epochs_before(self.start_epoch + (1 if self.start_batch else 0))
             self.resolved_config = self._resolved_config()
@@ -364,10 +290,7 @@ class Trainer:
             self._restore_signal_handlers(handlers)
             if self.logger is not None:
                 self.logger.close()
-            handler = getattr(self, "_log_handler", None)
-            if handler is not None:
-                logging.getLogger("cspdet").removeHandler(handler)
-                handler.close()
+            remove_log_file(getattr(self, "_log_handler", None))
             dist_utils.cleanup()
 
     def _maybe_close_mosaic(self, epoch: int) -> None:
@@ -625,13 +548,3 @@ def load_detector_weights(model: nn.Module, path) -> nn.Module:
     if dist_utils.is_main_process():
         LOGGER.info("weights loaded from %s", path)
     return model
-
-
-def _log_to_file(path: Path) -> logging.Handler:
-    """Also write the training log to ``train.log`` in the run folder."""
-    root = logging.getLogger("cspdet")
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return handler
