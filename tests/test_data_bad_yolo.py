@@ -163,3 +163,10 @@ def test_cli_turns_an_unknown_class_into_one_message_and_exit_status(tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "cls7.txt line 2 class '7'" in proc.stderr
+
+
+def test_a_missing_labels_folder_is_a_clear_error_not_an_unlabelled_run(tmp_path):
+    from detector.data import DatasetNotFoundError
+    write_rgb(tmp_path / "images" / "train" / "a.jpg", rect_image(20, 20, [], []))
+    with pytest.raises(DatasetNotFoundError, match="labels folder not found"):
+        build_dataset(yolo_cfg(tmp_path), "train", 32)

@@ -110,6 +110,7 @@ def test_class_names_that_differ_are_an_error_unless_allowed(ckpt_256, data_root
     import yaml
     from detector.cli.eval import main
     make_rect_coco(tmp_path / "yolo_like", n=1)
+    (tmp_path / "yolo_like" / "labels" / "train").mkdir(parents=True)  # no labels: background images
     other = tmp_path / "other.yaml"  # same images, same count, other names (the JSON's own)
     cats = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 9, "name": "blue"}]
     ann = json.loads((data_root / "annotations" / "instances_train.json").read_text())

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .config import DatasetNotFoundError
 from .image_io import IMAGE_SUFFIXES
 from .records import ImageRecord, PackedStrings, RecordStore  # noqa: F401  (ImageRecord re-exported)
 
@@ -382,6 +383,9 @@ def scan_yolo(images_dir: str, labels_dir: str, num_classes: int, strict: bool =
     listed in one :class:`LabelError` (``strict=False``: left in ``report.errors``).
     """
     images_root, labels_root = Path(images_dir), Path(labels_dir)
+    if not labels_root.is_dir():  # every image would silently be background
+        raise DatasetNotFoundError(f"labels folder not found: {labels_root} (YOLO layout: labels/<split>/x.txt "
+                                   f"beside images/<split>/x.jpg; or set the split's 'labels')")
     report = ScanReport(error_title=f"{labels_root}: class indices outside 0..{num_classes - 1} "
                                     f"(the data config names {num_classes} classes)")
     unknown: Dict[str, List[str]] = {}
