@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..common import to_hw
+from ..common import Size, to_hw
 
-Size = Union[int, Sequence[int]]
+
 
 
 def count_params(module: nn.Module) -> int:
