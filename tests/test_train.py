@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from detector.engine.checkpoint import load_checkpoint, model_state
-from detector.engine.trainer import NonFiniteLossError, Trainer, load_detector_weights
+from detector.engine.checkpoint import load_checkpoint, load_detector_weights, model_state
+from detector.engine.trainer import NonFiniteLossError, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -41,3 +41,22 @@ def save_checkpoint(state: Mapping[str, Any], path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def load_detector_weights(model: torch.nn.Module, path) -> torch.nn.Module:
+    """Fine-tune start: the weights of a detector checkpoint; a head made for another number of
+    classes (shape mismatch under ``head.``) keeps its fresh initialisation, with a warning."""
+    import logging
+    log = logging.getLogger("cspdet.train")
+    state = strip_prefix(model_state(load_checkpoint(path)))
+    own = model.state_dict()
+    reinit = [k for k, v in state.items() if k in own and k.startswith("head.")
+              and tuple(v.shape) != tuple(own[k].shape)]
+    if reinit:
+        log.warning("%s: %d head tensors have another shape (another number of classes?); "
+                    "the head's output layers are re-initialised", path, len(reinit))
+        for k in reinit:
+            state[k] = own[k]
+    load_state_strict(model, state, what=f"weights {path}")
+    log.info("weights loaded from %s", path)
+    return model

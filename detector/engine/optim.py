@@ -108,9 +108,6 @@ class WarmupScheduler:
         self.last_step += 1
         self.apply(self.last_step)
 
-    def get_last_lr(self) -> List[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
     def state_dict(self) -> dict:
         return {"last_step": self.last_step, "warmup_steps": self.warmup_steps,
                 "total_steps": self.schedule.total}

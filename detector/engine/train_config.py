@@ -44,7 +44,9 @@ class TrainConfig:
         iterations = ``[0.8, 0.9]``).
     ema, ema_decay, ema_tau: exponential moving average of the weights, used for evaluation
         and ``best.pt``; its decay ramps up as ``decay * (1 - exp(-updates / tau))``.
-    amp: ``bf16`` | ``fp16`` | ``off`` mixed precision (CUDA only; ignored with a note on CPU).
+    amp: ``bf16`` | ``fp16`` | ``off`` mixed precision on CUDA. cpu_amp: also autocast to bf16
+        on CPU when ``amp: bf16`` (off by default: CPUs without native bf16 run it slower than
+        float32; otherwise ``amp`` is ignored on CPU, with a note).
     grad_clip: max gradient norm (0 = off). close_mosaic: epochs at the end without mosaic.
     seed: seeds python, numpy and torch (per rank) and the data order.
     deterministic: ``torch.use_deterministic_algorithms`` (slower on GPU).
@@ -80,6 +82,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     amp: str = "bf16"
+    cpu_amp: bool = False
     grad_clip: float = 10.0
     close_mosaic: int = 1
     seed: int = 0
