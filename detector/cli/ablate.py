@@ -236,8 +236,8 @@ def mean_sd(values: Sequence[float]) -> str:
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def machine_line(threads: int) -> str:
@@ -283,7 +283,7 @@ def markdown(aset: AblationSet, rows: List[dict], budget_name: str, budget: dict
             continue
         s = r["stats"]
         ratio = s["fpn_peak_mb"] / first["stats"]["fpn_peak_mb"] if first else float("nan")
-        per_seed = ", ".join(f"{m['AP']:.3f}" for m in r["metrics"])
+        per_seed = ", ".join(f"{m['AP']:.4f}" for m in r["metrics"])
         errors = f" ({len(r['errors'])} seed(s) failed: {r['errors'][0]})" if r.get("errors") else ""
         times = statistics.mean(r["times"]) if r["times"] else float("nan")
         ms = r.get("ort_ms")
@@ -300,9 +300,9 @@ def markdown(aset: AblationSet, rows: List[dict], budget_name: str, budget: dict
             f0, f1 = first["stats"], r["stats"]
             lines.append(f"- `{first['name']}` vs `{r['name']}`: feature-pyramid peak "
                          f"{f0['fpn_peak_mb']:.2f} vs {f1['fpn_peak_mb']:.2f} MB "
-                         f"({100 * (1 - f0['fpn_peak_mb'] / f1['fpn_peak_mb']):+.0f}% saved by `{first['name']}`), "
+                         f"({100 * (1 - f0['fpn_peak_mb'] / f1['fpn_peak_mb']):.0f}% saved by `{first['name']}`), "
                          f"pyramid outputs {f0['fpn_out_mb']:.2f} vs {f1['fpn_out_mb']:.2f} MB "
-                         f"({100 * (1 - f0['fpn_out_mb'] / f1['fpn_out_mb']):+.0f}%).")
+                         f"({100 * (1 - f0['fpn_out_mb'] / f1['fpn_out_mb']):.0f}% smaller).")
     return "\n".join(lines) + "\n"
 
 
