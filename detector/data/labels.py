@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import DatasetNotFoundError
 from .image_io import IMAGE_SUFFIXES
-from .records import ImageRecord, PackedStrings, RecordStore  # noqa: F401  (ImageRecord re-exported)
+from .records import ImageRecord, PackedStrings, RecordStore, release_freed_memory  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +358,8 @@ def scan_coco(annotations: str, images_dir: str, names: Sequence[str] = (), stri
                          a_crowd[gt_idx].astype(np.uint8),
                          [{"id": int(c["id"]), "name": str(c.get("name", c["id"])),
                            "supercategory": c.get("supercategory", "")} for c in cats])
+    del a_bbox, a_area, a_crowd, a_img, a_cat, a_ids, paths, file_names, images
+    release_freed_memory()  # the parsed JSON, freed above (see the function)
     if strict:
         report.raise_errors()
     return CocoLabels(records, json_names, [int(c) for c in cat_ids], gt, report)

@@ -9,6 +9,8 @@ workers read without writing. A record is rebuilt on access (a few slices).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -124,3 +126,17 @@ class RecordStore:
 
     def tolist(self) -> List[ImageRecord]:
         return list(self)
+
+
+def release_freed_memory() -> None:
+    """Give the heap freed by a large scan (a parsed JSON) back to the OS (glibc ``malloc_trim``).
+
+    Otherwise the freed pages stay mapped: forked workers inherit them as shared, and their
+    allocator then writes into them, copying each one -- the copy-on-read cost again, for
+    memory that holds nothing. No-op where the C library has no ``malloc_trim``.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
