@@ -286,3 +286,18 @@ def test_exif_fast_path_agrees_with_pil(tmp_path):
     assert _jpeg_without_exif(plain.getvalue()) and exif_orientation(plain.getvalue()) == 1
     assert not _jpeg_without_exif(rotated.getvalue()) and exif_orientation(rotated.getvalue()) == 6
     assert not _jpeg_without_exif(b"\x89PNG\r\n\x1a\n")   # not a JPEG: PIL decides
+
+
+def test_check_split_lists_unknown_coco_categories_with_the_other_problems(broken_coco):
+    """strict=False: the fatal label problems do not hide the rest of the split's report."""
+    from detector.data.check import check_split, format_check
+    ann_path = broken_coco / "annotations" / "instances_train.json"
+    data = json.loads(ann_path.read_text())
+    data["annotations"][0]["category_id"] = 42
+    data["annotations"][5]["category_id"] = 43
+    ann_path.write_text(json.dumps(data))
+    res = check_split(coco_cfg(broken_coco), "train", progress=False)
+    text = format_check(res)
+    assert not res.ok and "category id 42" in text and "category id 43" in text
+    for name in ("corrupt.jpg", "truncated.jpg", "empty.jpg", "missing.jpg"):
+        assert name in text
