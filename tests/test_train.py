@@ -1,4 +1,5 @@
-"""End-to-end training on tiny synthetic data: run files, resume after SIGKILL, typos, NaN guard.
+"""End-to-end training on tiny synthetic data: run files, exact resume after SIGKILL and after
+SIGTERM to the process group (with data workers), typos, NaN guard.
 
 The data is 16 train / 8 val shapes images at 64 px made in a tmp folder; the model is a small
 CSP backbone with the EFM(SAM) neck and YOLO head, so every test trains for real in seconds.
@@ -59,23 +60,37 @@ def tiny_config(tiny_data, save_dir, **train):
                      "interval": 1}}
 
 
-def run_cli(args, cwd, env_extra=None, wait=True):
+def run_cli(args, cwd, env_extra=None, wait=True, batch_log=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     env.update(env_extra or {})
+    if batch_log:
+        env["CSPDET_BATCH_LOG"] = str(batch_log)
     cmd = [sys.executable, str(REPO / "tools" / "train.py"), "--no-progress", *args]
-    if not wait:
+    if not wait:  # its own process group, as a shell job or a scheduler's job has
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def read_batch_log(path):
+    """{(epoch, batch): (image ids, size, crc of images + targets)} of a CSPDET_BATCH_LOG file."""
+    import json
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        out[(r["epoch"], r["batch"])] = (tuple(r["ids"]), r["size"], r["crc"])
+    return out
 
 
 @pytest.fixture(scope="module")
 def full_run(tiny_data, tmp_path_factory):
-    """An uninterrupted 2-epoch run (8 batches per epoch) through the command line."""
+    """An uninterrupted 2-epoch run (8 batches per epoch, 2 data workers, multi-scale) through
+    the command line, with its batch log."""
     work = tmp_path_factory.mktemp("full")
     cfg_path = work / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_data, work / "runs", batch_size=2)))
-    proc = run_cli(["--cfg", str(cfg_path)], cwd=work)
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_data, work / "runs", batch_size=2, workers=2,
+                                                   multi_scale=[0.5, 1.5])))
+    proc = run_cli(["--cfg", str(cfg_path)], cwd=work, batch_log=work / "batches.jsonl")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return work, cfg_path, work / "runs" / "tiny"
 
@@ -107,41 +122,20 @@ def test_two_epoch_run_writes_every_run_file(full_run):
     assert "optimizer" not in load_checkpoint(run / "best.pt")  # best.pt: EMA weights only
 
 
-def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(full_run, tmp_path):
-    """Kill -9 inside epoch 2 (checkpoints every step), resume, compare with the full run.
-
-    Tolerance: the resumed run re-seeds the data order and augmentation per epoch and replays
-    the batches already used, restores model/EMA/optimizer/lr step/RNG; with ``workers: 0`` on
-    CPU the same kernels run on the same inputs, so weights must agree to float rounding
-    (atol 1e-6; in practice they are bitwise equal).
-    """
-    _, cfg_path, full = full_run
-    save_dir = tmp_path / "runs"
-    args = ["--cfg", str(cfg_path), f"train.save_dir={save_dir}", "train.checkpoint_interval=1"]
-    proc = run_cli(args, cwd=tmp_path, wait=False)
-    last = save_dir / "tiny" / "last.pt"
-    deadline = time.time() + 240
-    killed_at = None
+def _wait_for(proc, condition, what, timeout=240):
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if last.is_file():
-            try:
-                ck = torch.load(last, weights_only=True)
-            except Exception:
-                ck = None  # replaced while reading
-            if ck and ck["epoch"] == 1 and ck["batch"] >= 3:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                killed_at = ck
-                break
+        found = condition()
+        if found:
+            return found
         time.sleep(0.02)
-    assert killed_at is not None, "the run ended before it could be killed: " + proc.stdout.read()
-    ck = load_checkpoint(last)
-    assert ck["epoch"] == 1 and 0 < ck["batch"] < 8, (ck["epoch"], ck["batch"])  # mid-epoch
-    resumed = run_cli(["--resume", str(last)], cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming at epoch 2, batch {ck['batch']}" in resumed.stdout + resumed.stderr
-    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(last)
-    assert b["epoch"] == 2 and b["scheduler"] == a["scheduler"]
+    proc.kill()
+    raise AssertionError(f"the run ended before {what}: " + proc.stdout.read())
+
+
+def _assert_same_training_state(a, b):
+    """Weights, EMA, lr step and optimizer moments of two last.pt dicts."""
+    assert b["epoch"] == a["epoch"] and b["scheduler"] == a["scheduler"]
     for key in ("model", "ema"):
         for k, v in a[key].items():
             torch.testing.assert_close(b[key][k], v, atol=1e-6, rtol=0, msg=f"{key}.{k}")
@@ -149,8 +143,80 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(full_run, tmp_
     for pid, state_a in a["optimizer"]["state"].items():
         for name, value in state_a.items():  # AdamW: step, exp_avg, exp_avg_sq
             torch.testing.assert_close(b["optimizer"]["state"][pid][name], value, atol=1e-6, rtol=0)
+
+
+def _assert_resumed_batches_match(full_log, first_log, resumed_log, epoch, batch):
+    """The resumed run starts at (epoch, batch), never receiving (so never loading) an earlier
+    batch, and every batch of both parts is the uninterrupted run's: same images, same order,
+    same augmentation and multi-scale size."""
+    full, first, resumed = map(read_batch_log, (full_log, first_log, resumed_log))
+    assert min(resumed) == (epoch, batch), sorted(resumed)[:3]
+    done = {k: v for k, v in first.items() if k < (epoch, batch)}
+    assert sorted({**done, **resumed}) == sorted(full)
+    for k, v in {**done, **resumed}.items():
+        assert v == full[k], (k, v, full[k])
+    assert len({v[1] for v in full.values()}) > 1  # multi-scale really changed the size
+
+
+def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(full_run, tmp_path):
+    """Kill -9 inside epoch 2 (checkpoints every step), resume, compare with the full run.
+
+    Both runs use 2 data workers. Every sample's order, augmentation and batch size are keyed on
+    (seed, epoch, rank, position), the model/EMA/optimizer/lr step/RNG come back from last.pt,
+    and on CPU the same kernels run on the same inputs, so weights must agree to float rounding
+    (atol 1e-6; in practice they are bitwise equal).
+    """
+    work, cfg_path, full = full_run
+    save_dir = tmp_path / "runs"
+    args = ["--cfg", str(cfg_path), f"train.save_dir={save_dir}", "train.checkpoint_interval=1"]
+    proc = run_cli(args, cwd=tmp_path, wait=False, batch_log=tmp_path / "first.jsonl")
+    last = save_dir / "tiny" / "last.pt"
+
+    def mid_epoch_checkpoint():
+        try:
+            ck = torch.load(last, weights_only=True)
+        except Exception:
+            return None  # not there yet, or replaced while reading
+        return ck if ck["epoch"] == 1 and ck["batch"] >= 3 else None
+
+    _wait_for(proc, mid_epoch_checkpoint, "it could be killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ck = load_checkpoint(last)
+    assert ck["epoch"] == 1 and 0 < ck["batch"] < 8, (ck["epoch"], ck["batch"])  # mid-epoch
+    resumed = run_cli(["--resume", str(last)], cwd=tmp_path, batch_log=tmp_path / "resumed.jsonl")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming at epoch 2, batch {ck['batch']}" in resumed.stdout + resumed.stderr
+    _assert_same_training_state(load_checkpoint(full / "last.pt"), load_checkpoint(last))
+    _assert_resumed_batches_match(work / "batches.jsonl", tmp_path / "first.jsonl",
+                                  tmp_path / "resumed.jsonl", 1, ck["batch"])
     rows = list(csv.DictReader(open(save_dir / "tiny" / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_sigterm_to_the_process_group_writes_last_pt_and_resume_continues(full_run, tmp_path):
+    """A scheduler (or Ctrl-C, or `timeout`) signals the whole group, data workers included:
+    the trainer finishes its step, writes last.pt at that batch and exits with 130; the
+    resumed run ends where the uninterrupted one does."""
+    work, cfg_path, full = full_run
+    save_dir = tmp_path / "runs"
+    log = tmp_path / "first.jsonl"
+    proc = run_cli(["--cfg", str(cfg_path), f"train.save_dir={save_dir}"], cwd=tmp_path,
+                   wait=False, batch_log=log)
+    _wait_for(proc, lambda: log.is_file() and any(
+        (1, 2) <= k for k in read_batch_log(log)), "SIGTERM could be sent")
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "resume with --resume" in out
+    last = save_dir / "tiny" / "last.pt"
+    ck = load_checkpoint(last)
+    assert ck["epoch"] == 1 and 2 <= ck["batch"] < 8, (ck["epoch"], ck["batch"])
+    resumed = run_cli(["--resume", str(last)], cwd=tmp_path, batch_log=tmp_path / "resumed.jsonl")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    _assert_same_training_state(load_checkpoint(full / "last.pt"), load_checkpoint(last))
+    _assert_resumed_batches_match(work / "batches.jsonl", log, tmp_path / "resumed.jsonl",
+                                  1, ck["batch"])
 
 
 def load_cli():
