@@ -50,9 +50,21 @@ def test_backbone_act_errors_name_the_config_key():
     cfg = {"model": {"arch": "csppeleenet", "act": {"name": "leaky_relu", "slop": 0.1}}}
     with pytest.raises(ConfigError, match="model.act.slop"):
         build_model(cfg)
-    cfg = {"model": {"arch": "peleenet", "act": "relu", "act_slope": 0.1}}
-    with pytest.raises(ConfigError, match="model.act: a negative slope .* leaky_relu only"):
+    cfg = {"model": {"arch": "peleenet", "act": {"name": "relu", "negative_slope": 0.1}}}
+    with pytest.raises(ConfigError, match="model.act.negative_slope: 'relu' takes no option"):
         build_model(cfg)
+    cfg = {"model": {"arch": "peleenet", "act": {"name": "leaky_relu", "negative_slope": 0.2},
+                     "act_slope": 0.1}}
+    with pytest.raises(ConfigError, match="model.act: two different leaky_relu slopes"):
+        build_model(cfg)
+
+
+def test_older_act_slope_key_still_reads():
+    """Checkpoints saved ``act_slope`` (default 0.01) beside every activation."""
+    m = build_model({"model": {"arch": "peleenet", "act": "leaky_relu", "act_slope": 0.1}})
+    assert {a.negative_slope for a in m.modules() if isinstance(a, nn.LeakyReLU)} == {0.1}
+    m = build_model({"model": {"arch": "peleenet", "act": "silu", "act_slope": 0.01}})
+    assert any(isinstance(a, nn.SiLU) for a in m.modules())
 
 
 def test_padding_keeps_ceil_size():

@@ -10,6 +10,7 @@ other keys override it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
@@ -137,7 +138,7 @@ class CSPBackbone(nn.Module):
         self.name = cfg.name or cfg.arch
         self.in_channels, self.num_classes = cfg.in_channels, cfg.num_classes
         norm = get_norm(cfg.norm, where="model.norm")
-        act = get_act(cfg.act, cfg.act_slope, where="model.act")
+        act = _backbone_act(cfg)
         self.stem, c, stride = _build_stem(cfg.stem, cfg.in_channels, norm, act)
         self.stem_channels, self.stem_stride = c, stride
 
@@ -286,6 +287,17 @@ def _check_stage_defs(stage_defs) -> list:
         get_block(block, where=f"{where}: block")
         out.append((n, channels, block, downsample))
     return out
+
+
+def _backbone_act(cfg: CSPNetConfig):
+    """The activation factory of ``model.act``; the older ``act_slope`` key applies to a
+    LeakyReLU and is ignored for other activations, as it always was (checkpoints saved its
+    default 0.01 next to any activation)."""
+    act = get_act(cfg.act, where="model.act")
+    base = act.func if isinstance(act, functools.partial) else act
+    if cfg.act_slope is not None and base is nn.LeakyReLU:
+        act = get_act(cfg.act, cfg.act_slope, where="model.act")
+    return act
 
 
 def _build_stem(cfg: StemConfig, in_channels: int, norm, act):
