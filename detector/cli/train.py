@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     except StopRequested as e:
         print(str(e), file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM while last.pt was being prepared
+        print("interrupted; the last complete checkpoint is the run folder's last.pt", file=sys.stderr)
+        return 130
     if rank == 0:
         m = result["metrics"]
         summary = " | ".join(f"{k} {m[k]:.4f}" for k in ("AP", "AP50", "AP75") if k in m)
