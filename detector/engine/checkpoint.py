@@ -18,7 +18,7 @@ from ..config import to_dict
 from ..models.state_dict import (CheckpointError, describe_mismatch, load_checkpoint,  # noqa: F401
                                  load_state_strict, model_state, strip_prefix)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: activation names mean one thing everywhere (models.state_dict.upgrade_checkpoint)
 
 
 def save_checkpoint(state: Mapping[str, Any], path) -> Path:

@@ -30,6 +30,26 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(ckpt, dict):
         ckpt = {"model": ckpt}
+    return upgrade_checkpoint(ckpt)
+
+
+# In checkpoint format 1 (before the one layers module), the neck and head read ``leaky_relu`` as
+# darknet's slope 0.1 while backbones read PyTorch's 0.01; now the name means 0.01 everywhere
+# and darknet's slope is spelt out. Old checkpoints are rewritten on load so they compute what
+# they were trained to compute.
+DARKNET_LEAKY = {"name": "leaky_relu", "negative_slope": 0.1}
+
+
+def upgrade_checkpoint(ckpt: dict) -> dict:
+    """Rewrite an older checkpoint's config in memory into the current meaning of its keys."""
+    version = ckpt.get("format_version", 1)
+    model_cfg = (ckpt.get("config") or {}).get("model") if isinstance(ckpt.get("config"), Mapping) else None
+    if version < 2 and isinstance(model_cfg, dict):
+        for section in ("neck", "head"):
+            part = model_cfg.get(section)
+            if isinstance(part, dict) and part.get("act", "leaky_relu") == "leaky_relu":
+                part["act"] = dict(DARKNET_LEAKY)
+        ckpt["format_version"] = 2
     return ckpt
 
 
