@@ -120,6 +120,25 @@ def write_yolo_layout(cfg, out: Path) -> Path:
     return data_yaml
 
 
+def yolo_labels_as_detections(val, labels_dir: Path) -> float:
+    """AP of the YOLO-txt val labels read back as detections (score 1): 1.0 when the layout
+    Ultralytics trains on and our scoring path agree (boxes, classes, image ids)."""
+    import numpy as np
+
+    from detector.evaluation import COCOEvaluator
+
+    coco = val.coco_gt()
+    evaluator = COCOEvaluator(coco, val.label_to_cat_id, val.names)
+    for im in coco.imgs.values():
+        rows = np.loadtxt(labels_dir / (Path(im["file_name"]).stem + ".txt"), ndmin=2).reshape(-1, 5)
+        w, h = im["width"], im["height"]
+        cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+        evaluator.update([{"boxes": boxes, "scores": np.ones(len(rows)), "labels": rows[:, 0].astype(np.int64)}],
+                         [{"image_id": im["id"]}], letterboxed=False)
+    return float(evaluator.summarize()["AP"])
+
+
 def val_dataset(data: dict, size: int):
     from detector.data import build_dataset
 
@@ -292,6 +311,7 @@ def main(argv=None) -> int:
     val = val_dataset(data["dict"], args.img_size)
     rows = []
     modules = {}
+    sanity_ap = None
     if "ours" in args.models:  # first: Ultralytics changes process-wide settings when imported
         r = train_ours(args, data["dict"], out)
         modules[r["name"]] = r.pop("module")
@@ -300,6 +320,7 @@ def main(argv=None) -> int:
     peers = [m for m in args.models if m != "ours"]
     if peers:
         data_yaml = write_yolo_layout(data["cfg"], out / "yolo_data")
+        sanity_ap = yolo_labels_as_detections(val, out / "yolo_data" / "labels" / "val")
         for name in peers:
             r = train_peer(name, args, data_yaml, out)
             epochs = []
@@ -339,6 +360,11 @@ def main(argv=None) -> int:
              "alternating rounds.",
              f"- Threads: {args.threads} torch threads for every model; data loading: ours {args.workers} "
              "worker process(es), Ultralytics its CPU default (in the main process).",
+             "- Training times are measured one model after another (not interleaved), so load from "
+             "other processes can differ between them; inference ms are interleaved.",
+             (f"- Check of the YOLO-txt copy: its val labels read back and scored as detections give AP "
+              f"{sanity_ap:.3f} (1.000 = the same boxes, classes and images as the COCO ground truth)."
+              if sanity_ap is not None else "- (no Ultralytics model: no YOLO-txt copy)"),
              f"- Network connections attempted: {len(NETWORK_ATTEMPTS)}"
              + (f" ({', '.join(sorted(set(NETWORK_ATTEMPTS)))}; all refused)" if NETWORK_ATTEMPTS else "") + ".",
              "", f"At equal epochs ({args.epochs}):", "",
