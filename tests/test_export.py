@@ -137,3 +137,50 @@ def test_nms_export_with_nothing_above_the_threshold(tmp_path):
     det = ONNXRuntimeDetector(export_onnx(model, tmp_path / "empty.onnx", 64, nms=True, dynamic=True))
     out = det.predict(torch.rand(2, 3, 64, 64))
     assert len(out) == 2 and all(o["boxes"].shape == (0, 4) and o["labels"].numel() == 0 for o in out)
+
+
+def test_export_size_defaults_to_the_trained_size(model, tmp_path, capsys):
+    import detector.cli.export as tool
+    ckpt = save_checkpoint({"model": model.state_dict(),
+                            "config": {"model": model.config, "train": {"img_size": 256}},
+                            "names": NAMES, "epoch": 1}, tmp_path / "best.pt")
+    assert tool.main(["--weights", str(ckpt), "--no-verify"]) == 0
+    path = tmp_path / "best_256.onnx"
+    assert path.is_file(), capsys.readouterr().out
+    meta = read_metadata(path)
+    assert meta["img_size"] == [256, 256] and meta["trained_img_size"] == 256
+    assert tool.main(["--weights", str(ckpt), "--size", "128", "--no-verify"]) == 0  # a size given wins
+    assert read_metadata(tmp_path / "best_128.onnx")["img_size"] == [128, 128]
+
+
+def test_export_a_classification_checkpoint(tmp_path, capsys):
+    import onnxruntime as ort
+
+    import detector.cli.export as tool
+    from detector.models.backbones import resolve_backbone_config
+
+    cfg = resolve_backbone_config("configs/backbones/csppeleenet.yaml")
+    cfg["num_classes"] = 5
+    torch.manual_seed(0)
+    net = build_model({"model": cfg})
+    with torch.no_grad():  # trained-like BN statistics
+        net.train()
+        net(torch.rand(4, 3, 64, 64))
+    net.eval()
+    names = [f"c{i}" for i in range(5)]
+    ckpt = save_checkpoint({"model": net.state_dict(), "config": {"model": cfg, "train": {"img_size": 64}},
+                            "names": names}, tmp_path / "cls.pt")
+    assert tool.main(["--weights", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "classifier, 5 classes" in out and "logits max abs difference" in out
+    path = tmp_path / "cls_64.onnx"
+    meta = read_metadata(path)
+    assert meta["task"] == "classify" and meta["names"] == names
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = net(x)
+    got = torch.from_numpy(sess.run(["logits"], {"images": x.numpy()})[0])
+    assert got.shape == (1, 5)
+    torch.testing.assert_close(got, ref, atol=1e-4 * max(1.0, ref.abs().max().item()), rtol=1e-4)

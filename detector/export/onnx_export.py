@@ -129,12 +129,15 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
                 dynamic: bool = False, nms: bool = False, half: bool = False,
                 conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 100,
                 names: Optional[Sequence[str]] = None, opset: int = 17, device="cpu",
-                fuse: bool = True) -> Path:
+                fuse: bool = True, extra_meta: Optional[Dict[str, Any]] = None) -> Path:
     """Export ``model`` (a :class:`~detector.models.detector.Detector`) to ``path`` and check it.
 
     ``dynamic`` makes batch, height and width free (multiples of 32); ``half`` exports float16
     weights and input (for GPU runtimes; it needs ``device="cuda"``). The model is copied, so the
-    caller's model is left as it was. Returns the path after ``onnx.checker`` accepted the file.
+    caller's model is left as it was. ``fuse`` exports the deployed network (BatchNorm folded and
+    re-parameterised for ONNX Runtime's blocked layout, :mod:`detector.models.deploy`; same
+    outputs). ``extra_meta`` adds keys to the stored metadata (e.g. ``trained_img_size``).
+    Returns the path after ``onnx.checker`` accepted the file.
     """
     import onnx
 
@@ -188,6 +191,7 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     }
     if nms:
         meta.update(conf_thres=float(conf_thres), iou_thres=float(iou_thres), max_det=int(max_det))
+    meta.update(extra_meta or {})
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)

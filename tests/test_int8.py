@@ -1,0 +1,127 @@
+"""INT8 export: calibrated on the data YAML's train split, opened by eval/demo like any export."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector.engine.checkpoint import save_checkpoint
+from detector.export.onnx_export import export_onnx, read_metadata
+from detector.export.quantize import QuantizationError, calibration_images, quantize_onnx
+from model_fixtures import calibrated_detector
+
+SMALL = {"model": {"num_classes": 2, "backbone": "configs/backbones/peleenet.yaml",
+                   "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}}
+NAMES = ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A YOLO-layout data YAML with 6 train images of mixed sizes (and one val image)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 1)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            h, w = (90, 130) if i % 2 else (120, 80)
+            img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            cv2.rectangle(img, (10, 10), (50, 60), (255, 0, 0), -1)
+            cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), img)
+            (root / "labels" / split / f"{i}.txt").write_text("0 0.3 0.3 0.2 0.3\n")
+    yaml = root / "tiny.yaml"
+    yaml.write_text(f"format: yolo\nroot: {root}\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    return yaml
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = calibrated_detector(SMALL)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    cfg = {"model": model.config, "train": {"img_size": 96}}
+    save_checkpoint({"model": model.state_dict(), "config": cfg, "names": NAMES, "epoch": 1}, path)
+    return model, path
+
+
+def test_calibration_images_are_letterboxed_like_inference(tiny_data):
+    from detector.inference import Predictor
+
+    batch = calibration_images(tiny_data, 3, 96, progress=False)
+    assert batch.shape == (3, 3, 96, 96) and batch.dtype == np.float32
+    assert 0.0 <= batch.min() and batch.max() <= 1.0
+    # image 0 of the split, as Predictor would feed it (BGR file -> RGB letterbox / 255)
+    pred = Predictor({"model": SMALL["model"]}, img_size=96)
+    img = cv2.imread(str(sorted((tiny_data.parent / "images" / "train").glob("*.jpg"))[0]))
+    x, _ = pred.preprocess([img])
+    np.testing.assert_allclose(batch[0], x[0].numpy(), atol=1e-6)
+
+
+def test_export_cli_int8_runs_in_eval_and_demo_paths(checkpoint, tiny_data, capsys):
+    import detector.cli.export as tool
+    from detector.export.loading import load_model
+    from detector.inference import Predictor
+
+    model, ckpt = checkpoint
+    assert tool.main(["--weights", str(ckpt), "--int8", "--data", str(tiny_data), "--calib-images", "4"]) == 0
+    out = capsys.readouterr().out
+    fp32, int8 = ckpt.with_name("best_96.onnx"), ckpt.with_name("best_96_int8.onnx")
+    assert fp32.is_file() and int8.is_file() and "INT8 static QDQ" in out
+    meta = read_metadata(int8)
+    assert meta["int8"] and meta["names"] == NAMES and meta["img_size"] == [96, 96]
+    assert meta["calibration"]["images"] == 4
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # eval / demo open .onnx through loading.load_model -> ONNXRuntimeDetector; Predictor too
+    loaded = load_model(str(int8))
+    assert loaded.backend == "onnxruntime" and loaded.names == NAMES
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    raw = loaded.model(x)
+    with torch.no_grad():
+        ref = model(x)
+    for r, o in zip(ref, raw):  # quantized: close to the float network, not equal
+        assert r.shape == o.shape
+        assert (torch.sigmoid(r) - torch.sigmoid(o)).abs().mean() < 0.1
+    result = Predictor(str(int8), conf_thres=0.01)(np.full((70, 110, 3), 128, np.uint8))
+    assert set(result) >= {"boxes", "scores", "labels"}
+
+
+def test_int8_needs_calibration_data(checkpoint, tmp_path, capsys):
+    import detector.cli.export as tool
+
+    _, ckpt = checkpoint
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--weights", str(ckpt), "--int8"])
+    assert e.value.code != 0 and "--data" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    (empty / "images" / "train").mkdir(parents=True)
+    (empty / "images" / "val").mkdir(parents=True)
+    (empty / "d.yaml").write_text(f"format: yolo\nroot: {empty}\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    code = tool.main(["--weights", str(ckpt), "--int8", "--data", str(empty / "d.yaml"), "-o",
+                      str(tmp_path / "m.onnx"), "--no-verify"])
+    assert code == 2 and "no images in the train split" in capsys.readouterr().err
+    code = tool.main(["--weights", str(ckpt), "--int8", "--data", str(tmp_path / "missing.yaml"), "-o",
+                      str(tmp_path / "m2.onnx"), "--no-verify"])
+    assert code == 2 and "calibration data" in capsys.readouterr().err
+
+
+def test_graphs_ort_cannot_quantize_are_refused_clearly(checkpoint, tmp_path):
+    model, _ = checkpoint
+    nms = export_onnx(model, tmp_path / "nms.onnx", 64, nms=True, names=NAMES)
+    calib = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    with pytest.raises(QuantizationError, match="NMS"):
+        quantize_onnx(nms, tmp_path / "q.onnx", calib)
+    raw = export_onnx(model, tmp_path / "raw.onnx", 64, names=NAMES)
+    with pytest.raises(QuantizationError, match="model takes 64x64"):
+        quantize_onnx(raw, tmp_path / "q.onnx", np.zeros((1, 3, 32, 32), np.float32))
+    # a graph without any quantizable op
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Relu", ["images"], ["y"])], "g",
+                          [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "relu.onnx"))
+    with pytest.raises(QuantizationError, match="no Conv"):
+        quantize_onnx(tmp_path / "relu.onnx", tmp_path / "q.onnx", np.zeros((1, 3, 8, 8), np.float32))
+    json.dumps(read_metadata(raw))  # metadata stays plain JSON
