@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from detector.data import AugmentConfig, build_dataset
 from detector.data.sampler import ResumableSampler, SampleKey
 from detector.engine.checkpoint import load_checkpoint
 from detector.engine.trainer import Trainer
@@ -91,3 +92,16 @@ def test_sampler_splits_an_epoch_among_ranks_and_resumes_at_a_position():
     assert list(plain) == list(range(10))
     odd = ResumableSampler(range(5), seed=0, rank=1, world_size=2)  # padded like DistributedSampler
     assert len(list(odd)) == 3
+
+
+def test_a_keyed_sample_does_not_depend_on_what_its_worker_loaded_before(tiny_data):  # noqa: F811
+    """What makes resume and any number of workers exact: a (index, seed) key gives the same
+    sample (mosaic partners included) in a fresh worker and in one whose buffer is full."""
+    aug = AugmentConfig(mosaic=1.0, mixup=0.5)
+    busy, fresh = (build_dataset(tiny_data, "train", 64, augment=aug, seed=s) for s in (1, 2))
+    for i in range(48):
+        busy[(i % 16, 1000 + i)]  # fills its buffer of recent images
+    assert len(busy._buffer) == 16
+    for key in [SampleKey(3, 7), SampleKey(5, 11), SampleKey(0, 2 ** 31 - 1)]:
+        a, b = busy[key], fresh[key]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["targets"], b["targets"]), key
