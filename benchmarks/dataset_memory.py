@@ -5,8 +5,8 @@
 
 Generates (once, under ``--root``) a COCO instances JSON of ``--images`` images with about 7
 boxes each (COCO train2017: 118,287 images, 860k boxes), every file a hard link to one small
-photo (one copy per 60,000 links, ext4's limit), so the run measures the records and not the pixels. Each form of the records then runs
-in a fresh process:
+photo (one copy per 60,000 links, ext4's limit), so the run measures the records and not the
+pixels. Each form of the records then runs in a fresh process, the forms alternating:
 
 * ``arrays``: what ``build_dataset`` holds (:class:`detector.data.records.RecordStore` and the
   ground truth as arrays);

@@ -231,6 +231,16 @@ def scan_coco(annotations: str, images_dir: str, names: Sequence[str] = (), stri
     ``strict=False`` returns instead of raising the fatal problems (they are in
     ``report.errors``; the records then leave out the annotations concerned).
     """
+    try:
+        labels = _scan_coco(annotations, images_dir, names)
+    finally:  # the parsed JSON and the scan's temporaries are freed by now (see the function)
+        release_freed_memory()
+    if strict:
+        labels.report.raise_errors()
+    return labels
+
+
+def _scan_coco(annotations: str, images_dir: str, names: Sequence[str]) -> CocoLabels:
     ann_path = Path(annotations)
     data = _load_json(ann_path)
     report = ScanReport(error_title=f"{ann_path}: labels that cannot be used")
@@ -358,10 +368,6 @@ def scan_coco(annotations: str, images_dir: str, names: Sequence[str] = (), stri
                          a_crowd[gt_idx].astype(np.uint8),
                          [{"id": int(c["id"]), "name": str(c.get("name", c["id"])),
                            "supercategory": c.get("supercategory", "")} for c in cats])
-    del a_bbox, a_area, a_crowd, a_img, a_cat, a_ids, paths, file_names, images
-    release_freed_memory()  # the parsed JSON, freed above (see the function)
-    if strict:
-        report.raise_errors()
     return CocoLabels(records, json_names, [int(c) for c in cat_ids], gt, report)
 
 
