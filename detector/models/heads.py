@@ -18,8 +18,8 @@ class_1..C)`` logits. Decoding lives here and is shared by the loss, so training
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -46,14 +46,15 @@ class HeadConfig:
         (1 = YOLOv3; 1.2/1.1/1.05 = darknet's later cfgs; 2 = YOLOv5 / Scaled-YOLOv4).
     decode: box-size decoding, "yolov5" ((2 sigmoid)^2 * anchor, bounded) or "exp"
         (exp * anchor, darknet YOLOv3).
-    act: activation of the 3x3 conv.
+    act: activation of the 3x3 conv: a name or ``{name, negative_slope}`` (default darknet's
+        leaky, slope 0.1, like the necks).
     """
     anchors: Tuple[Tuple[float, ...], ...] = COCO_ANCHORS
     strides: Tuple[int, ...] = (8, 16, 32)
     width: Union[int, Tuple[int, ...]] = 96
     scale_xy: Union[float, Tuple[float, ...]] = 2.0
     decode: str = "yolov5"
-    act: str = "leaky_relu"
+    act: Any = field(default_factory=lambda: {"name": "leaky_relu", "negative_slope": 0.1})
 
     def __post_init__(self):
         if len(self.anchors) != len(self.strides):
