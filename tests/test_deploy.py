@@ -99,11 +99,11 @@ def test_every_csp_stage_form_deploys_exactly(split, fusion, down):
     _close(ref, out)
 
 
-def test_even_pool_falls_back_on_odd_maps():
+def test_even_pool_is_the_same_average_and_falls_back_on_odd_maps():
     pool = nn.AvgPool2d(2, 2, ceil_mode=True)
     even = EvenAvgPool(pool)
     for hw in ((8, 8), (7, 9)):
-        x = torch.rand(1, 3, *hw)
+        x = torch.rand(1, 16, *hw)
         torch.testing.assert_close(even(x), pool(x))
 
 
