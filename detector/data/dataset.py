@@ -26,7 +26,7 @@ from .augment import TrainTransform, eval_transform, mixup, resize_long_side
 from .config import AugmentConfig, DatasetNotFoundError, load_augment_config
 from .image_io import ImageReadError, image_size, read_image
 from .letterbox import PAD_VALUE, letterbox_params, padded_size
-from .records import ImageRecord, RecordStore
+from .records import ImageRecord, RecordStore, freeze_objects_across_fork
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class DetectionDataset(Dataset):
             raise DatasetNotFoundError(f"{name}: no usable images (see the warnings above)")
         # arrays, not a list of objects: workers share them without copying (records.py)
         self.records = records if isinstance(records, RecordStore) else RecordStore.from_records(records)
+        freeze_objects_across_fork()
         self.names = list(names)
         self.label_to_cat_id = list(label_to_cat_id)
         self.img_size = int(img_size)
