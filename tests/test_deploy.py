@@ -70,8 +70,12 @@ def test_backbone_classifiers_deploy_exactly(cfg):
     _close(ref, out)
 
 
+# the flagship's forms run by default, the rest with -m slow
+DEFAULT_FORMS = {("slice", "last", "avgpool"), ("slice", "both", "avgpool"), ("conv", "first", "avgpool"),
+                 ("two_conv", "last", "conv")}
 FORMS = [(s, f, "avgpool") for s in ("slice", "conv", "two_conv") for f in ("both", "first", "last")]
 FORMS += [(s, "last", "conv") for s in ("slice", "conv", "two_conv")]
+FORMS = [f if f in DEFAULT_FORMS else pytest.param(*f, marks=pytest.mark.slow) for f in FORMS]
 
 
 @pytest.mark.parametrize("split,fusion,down", FORMS)

@@ -206,15 +206,19 @@ def build_peer(name: str) -> Model:
     return Model(name, "peer", module, lambda p, size, batch, m=module: _export_plain(m, p, size, batch), note)
 
 
-def int8_file(fp32: Path, size: int, batch: int) -> Path:
-    """The statically quantized twin of ``fp32`` (calibrated on 4 random inputs: for timing)."""
-    from detector.export.quantize import quantize_onnx
+def int8_files(jobs: List[Tuple[Path, int]]) -> Dict[Path, Path]:
+    """Statically quantized twins of fp32 files ``[(path, size)]`` (calibrated on 4 random
+    inputs: for timing only), all in one go; returns {fp32: int8} for those written."""
+    from detector.export.quantize import quantize_many
 
-    out = fp32.with_name(fp32.stem + "_int8.onnx")
-    if not out.is_file() or out.stat().st_mtime < fp32.stat().st_mtime:
-        calib = np.random.default_rng(0).random((4, 3, size, size), dtype=np.float32)
-        quantize_onnx(fp32, out, calib)
-    return out
+    todo, out = [], {}
+    for fp32, size in jobs:
+        q = fp32.with_name(fp32.stem + "_int8.onnx")
+        out[fp32] = q
+        if not q.is_file() or q.stat().st_mtime < fp32.stat().st_mtime:
+            todo.append((fp32, q, np.random.default_rng(0).random((4, 3, size, size), dtype=np.float32)))
+    quantize_many(todo)
+    return {k: v for k, v in out.items() if v.is_file()}
 
 
 # --------------------------------------------------------------------------- engines
@@ -367,11 +371,14 @@ def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequ
                 path = cache / f"{m.name}_{s}_b{batch}.onnx"
                 m.export(path, s, batch)
                 files[(m.name, s, batch)] = path
-                if "int8" in run_engines and batch == 1:
-                    try:
-                        files[(m.name, s, -1)] = int8_file(path, s, batch)
-                    except Exception as e:
-                        results[(m.name, s, "int8", 1)] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+    if "int8" in run_engines:
+        quantized = int8_files([(files[(m.name, s, 1)], s) for m, s in jobs])
+        for m, s in jobs:
+            q = quantized.get(files[(m.name, s, 1)])
+            if q is None:
+                results[(m.name, s, "int8", 1)] = {"error": "quantization failed"}
+            else:
+                files[(m.name, s, -1)] = q
     for engine in run_engines:
         for batch in ([1] if engine == "int8" else sorted({1, tp_batch} - {0})):
             runners = {}

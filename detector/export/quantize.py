@@ -143,23 +143,51 @@ def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: boo
 
 
 def _quantize_in_child(fp32_path, out_path, calibration, per_channel, keep_outputs_float) -> None:
+    _run_child([(str(fp32_path), str(out_path), calibration)], per_channel, keep_outputs_float)
+    if not Path(out_path).is_file():
+        raise QuantizationError(f"quantizing {Path(fp32_path).name} failed; run tools/export.py "
+                                "--int8 for the message")
+
+
+def _run_child(jobs, per_channel=True, keep_outputs_float=True) -> int:
+    """Quantize ``jobs`` [(fp32, out, calibration)] in one fresh process (no global ORT pool)."""
     import multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as tmp:
-        calib = Path(tmp) / "calib.npy"
-        np.save(calib, calibration)
-        ctx = mp.get_context("spawn")
-        proc = ctx.Process(target=_child_main, args=(str(fp32_path), str(out_path), str(calib),
-                                                     per_channel, keep_outputs_float))
+        args = []
+        for i, (src, dst, calib) in enumerate(jobs):
+            np.save(Path(tmp) / f"{i}.npy", np.asarray(calib, np.float32))
+            args.append((str(src), str(dst), str(Path(tmp) / f"{i}.npy")))
+        proc = mp.get_context("spawn").Process(target=_child_main, args=(args, per_channel, keep_outputs_float))
         proc.start()
         proc.join()
-        if proc.exitcode != 0 or not Path(out_path).is_file():
-            raise QuantizationError(f"quantizing {Path(fp32_path).name} failed (child exit code "
-                                    f"{proc.exitcode}); run tools/export.py --int8 for the message")
+        return proc.exitcode
 
 
-def _child_main(fp32_path, out_path, calib, per_channel, keep_outputs_float) -> None:
-    quantize_onnx(fp32_path, out_path, np.load(calib), per_channel, keep_outputs_float)
+def _child_main(jobs, per_channel, keep_outputs_float) -> None:
+    for src, dst, calib in jobs:
+        try:
+            quantize_onnx(src, dst, np.load(calib), per_channel, keep_outputs_float)
+        except QuantizationError as e:  # the caller sees the missing file
+            print(f"INT8: {e}")
+
+
+def quantize_many(jobs, per_channel: bool = True) -> List[Path]:
+    """Quantize several files ``[(fp32, out, calibration)]``; returns the outputs written.
+
+    With a process-wide ORT thread pool (the benchmark) all of them go through one child
+    process, so the cost of starting it is paid once."""
+    from . import onnx_runtime
+
+    if onnx_runtime._GLOBAL_POOL is not None and jobs:
+        _run_child(jobs, per_channel)
+    else:
+        for src, dst, calib in jobs:
+            try:
+                quantize_onnx(src, dst, calib, per_channel)
+            except QuantizationError as e:
+                print(f"INT8: {e}")
+    return [Path(dst) for _, dst, _ in jobs if Path(dst).is_file()]
 
 
 def _quantize(fp32_path: Path, out_path: Path, calibration, per_channel, exclude, input_name,
@@ -194,4 +222,4 @@ def quantize_export(fp32_path, out_path, data, img_size, count: int = 64,
                                                      "images": int(len(calib))}})
 
 
-__all__ = ["QuantizationError", "calibration_images", "quantize_onnx", "quantize_export"]
+__all__ = ["QuantizationError", "calibration_images", "quantize_onnx", "quantize_export", "quantize_many"]
