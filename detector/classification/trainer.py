@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ConfigError, PathOrDict, save_config, to_dict
+from ..config import ConfigError, PathOrDict, load_config, save_config, to_dict
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 from ..engine.ema import ModelEMA, unwrap
@@ -70,8 +70,14 @@ class ClsTrainer:
     """
 
     def __init__(self, cfg: Optional[PathOrDict | ClsRunConfig] = None, overrides=(),
-                 data: Optional[str] = None, resume: Optional[str] = None, progress: bool = True):
+                 data: Optional[str] = None, resume: Optional[str] = None, progress: bool = True,
+                 model: Optional[nn.Module] = None):
         self.resume_ckpt = None
+        if model is not None:  # e.g. CSPNet(stage_defs=[(1, 64, ResNetBasicBlock, False), ...])
+            cfg = {**(load_config(cfg) if cfg is not None else {}), "model": plain_model_config(model)}
+            self.given_model = model
+        else:
+            self.given_model = None
         self.run_dir_hint = None
         if resume:
             self.resume_ckpt = load_checkpoint(resume)
@@ -118,8 +124,13 @@ class ClsTrainer:
         from ..models.builder import build_model
         model_cfg = dict(self.cfg.model)
         model_cfg["num_classes"] = len(self.names)
-        model = build_model({"model": model_cfg})
-        self.model_config = to_dict(model.config)
+        model = self.given_model
+        if model is None:
+            model = build_model({"model": model_cfg})
+        elif getattr(model, "num_classes", None) != len(self.names):
+            raise ConfigError(f"the model has {getattr(model, 'num_classes', None)} classes, the data "
+                              f"{len(self.names)}: build it with num_classes={len(self.names)}")
+        self.model_config = plain_model_config(model)
         model.to(self.device)
         if self.distributed and self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -371,6 +382,37 @@ class ClsTrainer:
         return old
 
 
+def plain_model_config(model: nn.Module) -> dict:
+    """The backbone config of ``model`` with names for layer and block classes, so that the
+    checkpoint is plain data and ``build_model`` rebuilds it. A class with no config name (a user's
+    own block) cannot be stored: ConfigError naming it."""
+    from ..models.blocks import BLOCKS
+    from ..models.layers import ACTIVATIONS, NORMS
+    names = {}
+    for table in (BLOCKS, NORMS, ACTIVATIONS):
+        for name, cls in table.items():
+            names.setdefault(cls, name)
+
+    def plain(value, where):
+        if isinstance(value, dict):
+            return {k: plain(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if value in names:
+            return names[value]
+        raise ConfigError(f"{where} is {value!r}, which has no config name, so a checkpoint "
+                          "cannot record how to rebuild the model; use a block / layer name "
+                          f"({', '.join(BLOCKS)}) or add the class to the block table")
+
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ConfigError(f"{type(model).__name__} has no backbone config (.config); train-cls "
+                          "trains cspdet backbones (detector.build_model / CSPNet)")
+    return plain(to_dict(config), "model")
+
+
 def _build_mix(aug, num_classes: int):
     """torchvision's MixUp / CutMix (one of them per batch when both are on), or None."""
     from torchvision.transforms import v2
@@ -384,4 +426,4 @@ def _build_mix(aug, num_classes: int):
     return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
 
 
-__all__ = ["ClsTrainer", "StopRequested", "NonFiniteLossError", "batch_seed"]
+__all__ = ["ClsTrainer", "StopRequested", "NonFiniteLossError", "batch_seed", "plain_model_config"]
