@@ -152,10 +152,10 @@ def test_invalid_head_and_loss_combinations_are_config_errors():
         LossConfig(assign="yolov3", ignore_thresh=0.0)
     with pytest.raises(ConfigError, match="scale_xy >= 2 at every level"):
         YOLOLoss(fake_model(decode="yolov5", scale_xy=(2.0, 2.0, 1.05)), {})
-    # the user's path: the flagship asks for neighbour cells explicitly, so assign=yolov3 alone
-    # is refused with the fix in the message
+    # the user's path: a config that asks for neighbour cells explicitly (the shipped ones do)
+    # plus assign=yolov3 is refused with the fix in the message
     with pytest.raises(ConfigError, match="neighbor_cells=false"):
-        build_model(FLAGSHIP, ["model.loss.assign=yolov3"])
+        build_model(FLAGSHIP, ["model.loss.neighbor_cells=true", "model.loss.assign=yolov3"])
 
 
 def test_yolov3_form_from_overrides_round_trips():
