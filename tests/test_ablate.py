@@ -16,7 +16,7 @@ COLUMNS = ["variant", "params (M)", "GFLOPs", "ORT ms", "peak act. (MB)", "FPN p
 
 def _tiny_sets(tmp_path, variants):
     """The real ablations file with a tiny budget (one step a run) and the given variants."""
-    sets = yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())
+    sets = yaml.safe_load((REPO / "configs" / "ablations" / "paper.yaml").read_text())
     sets["budgets"]["tiny"] = {"seeds": [0, 1], "set": {
         "data.generate.num_train": 4, "data.generate.num_val": 2, "data.generate.img_size": 64,
         "train.epochs": 1, "train.batch_size": 4, "train.img_size": 64, "train.workers": 1,

@@ -5,7 +5,7 @@
     cspdet ablate neck --budget full --device cuda    # the full run (GPU)
     cspdet ablate gamma --quick --variants "gamma 0.25,gamma 0.75" train.epochs=5
 
-The sets, their variants and the budgets are data (configs/ablations.yaml), not code: every
+The sets, their variants and the budgets are data (configs/ablations/paper.yaml), not code: every
 variant of a set is trained through the project's Trainer with the same budget, data and seeds;
 then each variant's model is measured once (params, GFLOPs, ONNX Runtime latency timed in
 alternating rounds, peak activation memory and the feature pyramid's own activation memory)
@@ -31,8 +31,9 @@ from typing import Any, Dict, List, Sequence
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SETS = REPO_ROOT / "configs" / "ablations.yaml"
+from ..config import ConfigError, configs_root, find_config
+
+DEFAULT_SETS = configs_root() / "ablations" / "paper.yaml"
 METRICS = ("AP", "AP50", "AP75")
 log = logging.getLogger("cspdet.ablate")
 
@@ -66,7 +67,10 @@ def resolve_path(path, bases: Sequence[Path]) -> Path:
     for base in bases:
         if (Path(base) / p).exists():
             return (Path(base) / p).resolve()
-    return p
+    try:  # a shipped config, by repository path or name (configs/data/proxy.yaml, proxy)
+        return find_config(p).resolve()
+    except ConfigError:
+        return p
 
 
 def load_sets(path=DEFAULT_SETS) -> dict:
@@ -95,7 +99,7 @@ def load_sets(path=DEFAULT_SETS) -> dict:
             raise AblationError(f"{path}: set '{name}' has two variants with one name")
         sets[name] = AblationSet(name, str(spec.get("title") or name), variants, str(spec.get("note") or ""))
     return {"defaults": dict(raw.get("defaults") or {}), "budgets": dict(raw.get("budgets") or {}),
-            "sets": sets, "bases": [path.resolve().parent, REPO_ROOT]}
+            "sets": sets, "bases": [path.resolve().parent]}
 
 
 def set_dotted(cfg: dict, key: str, value) -> None:
@@ -159,7 +163,7 @@ def run_config(sets: dict, variant: Variant, budget: dict, seed: int, overrides:
         model["backbone"] = resolve_backbone_config(resolve_path(model["backbone"], bases))
     data = defaults.get("data") or raw.get("data")
     if isinstance(data, (str, Path)):
-        data_path = resolve_path(data, bases if defaults.get("data") else [Path(source).parent, REPO_ROOT])
+        data_path = resolve_path(data, bases if defaults.get("data") else [Path(source).parent])
         data = load_yaml(data_path)
         data["_source"] = str(data_path)
     raw["data"] = data
