@@ -93,10 +93,8 @@ def as_conv_act(m: nn.Module) -> ConvAct:
 
 
 def _fresh_act(act: nn.Module) -> nn.Module:
-    act = copy.deepcopy(act)
-    if hasattr(act, "inplace"):
-        act.inplace = False  # a piece may be read by two consumers
-    return act
+    # in place is safe: a ConvAct's activation only ever sees its own conv's fresh output
+    return copy.deepcopy(act)
 
 
 def _with_bias(conv: nn.Conv2d) -> nn.Conv2d:
