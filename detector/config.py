@@ -74,6 +74,7 @@ def find_config(name: Union[str, os.PathLike]) -> Path:
         if len(parts) == 1:
             stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
             candidates += [root / stem, root / "backbones" / stem, root / "data" / stem]
+            candidates += sorted(root.glob(f"*/{stem}"))  # classify/, ablations/, ...
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..data.config import default_cache_root
-from ..data.shapes import _background, _draw, _shape_points  # the detection data's drawing
+from ..data.shapes import draw_shape, noisy_background, shape_points  # the detection data's drawing
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,13 @@ def make_synthetic(out_dir, cfg: SyntheticConfig) -> Path:
 def draw_sample(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
     """One RGB uint8 ``size`` x ``size`` image of class ``cls`` (an index into CLASSES)."""
     work = max(size, 96)  # draw at >= 96 px so thin strokes and small shapes survive, then resize
-    img = _background(rng, work, work)
+    img = noisy_background(rng, work, work)
     color = _random_color(rng)
     if cls < len(SHAPES):
         side = float(rng.uniform(0.5, 0.9)) * work
         cx, cy = (rng.uniform(side / 2, work - side / 2) for _ in range(2))
         aspect = float(rng.uniform(0.8, 1.25)) if cls != 0 else 1.0
-        _draw(img, cls, _shape_points(cls, cx, cy, side, aspect, float(rng.uniform(0, 360))), color)
+        draw_shape(img, cls, shape_points(cls, cx, cy, side, aspect, float(rng.uniform(0, 360))), color)
     else:
         mask = _texture(rng, TEXTURES[cls - len(SHAPES)], work)
         alpha = float(rng.uniform(0.7, 1.0))

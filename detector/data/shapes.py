@@ -101,7 +101,7 @@ def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, Lis
     """One image (RGB uint8) and its objects ``[(class, (x1, y1, x2, y2)), ...]``."""
     h = int(img_size * rng.uniform(0.75, 1.0)) if rng.random() < 0.5 else img_size
     w = int(img_size * rng.uniform(0.75, 1.0)) if h == img_size and rng.random() < 0.5 else img_size
-    img = _background(rng, h, w)
+    img = noisy_background(rng, h, w)
     s = img_size / 320.0
     boxes: List[Tuple[float, float, float, float]] = []
     objects = []
@@ -112,7 +112,7 @@ def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, Lis
             cls = int(rng.integers(len(CLASSES)))
             angle = float(rng.uniform(-20, 20))
             aspect = float(rng.uniform(0.8, 1.25)) if cls != 0 else 1.0
-            pts = _shape_points(cls, cx, cy, size, aspect, angle)
+            pts = shape_points(cls, cx, cy, size, aspect, angle)
             box = _bbox(pts, w, h)
             if box is not None and _placement_ok(box, boxes):
                 break
@@ -120,7 +120,7 @@ def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, Lis
             continue
         color = _COLORS[int(rng.integers(len(_COLORS)))] * rng.uniform(0.8, 1.0)
         color = tuple(int(c) for c in np.clip(color + rng.normal(0, 10, 3), 0, 255))
-        _draw(img, cls, pts, color)
+        draw_shape(img, cls, pts, color)
         boxes.append(box)
         objects.append((cls, box))
     noise = rng.normal(0, rng.uniform(3, 10), img.shape)
@@ -128,7 +128,7 @@ def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, Lis
     return img, objects
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def noisy_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Low-saturation texture: a colour gradient, blurred noise blobs and a faint grating."""
     base = rng.uniform(60, 190)
     tint = rng.normal(0, 12, 3)
@@ -148,7 +148,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _shape_points(cls: int, cx: float, cy: float, size: float, aspect: float, angle: float):
+def shape_points(cls: int, cx: float, cy: float, size: float, aspect: float, angle: float):
     r = size / 2
     if cls == 0:      # circle: a polygon with many vertices
         t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
@@ -197,7 +197,7 @@ def _placement_ok(box, boxes) -> bool:
     return True
 
 
-def _draw(img: np.ndarray, cls: int, pts: np.ndarray, color) -> None:
+def draw_shape(img: np.ndarray, cls: int, pts: np.ndarray, color) -> None:
     poly = np.round(pts * 16).astype(np.int32).reshape(-1, 1, 2)
     cv2.fillPoly(img, [poly], color, lineType=cv2.LINE_AA, shift=4)
     edge = tuple(int(c * 0.6) for c in color)
