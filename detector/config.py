@@ -59,8 +59,8 @@ def find_config(name: Union[str, os.PathLike]) -> Path:
     Tried in order: the path itself (relative to the working directory); a path written
     relative to the repository (``configs/backbones/x.yaml``) inside :func:`configs_root`; a bare
     name (``csppelee_efm_sam``, ``cspdarknet53``, ``coco128``, with or without ``.yaml``) in
-    ``configs/``, ``configs/backbones/`` or ``configs/data/``. So the same names work from any
-    folder, installed or not.
+    ``configs/``, ``configs/backbones/``, ``configs/data/``, then its other folders. The same
+    names work from any folder, installed or not.
     """
     path = Path(name)
     if path.is_file():
