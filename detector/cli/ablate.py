@@ -7,8 +7,8 @@
 
 The sets, their variants and the budgets are data (configs/ablations/paper.yaml), not code: every
 variant of a set is trained through the project's Trainer with the same budget, data and seeds;
-then each variant's model is measured once (params, GFLOPs, ONNX Runtime latency timed in
-alternating rounds, peak activation memory and the feature pyramid's own activation memory)
+then each variant's model is measured once (params, GFLOPs, ONNX Runtime latency of the deployed
+graph in alternating blocks, peak activation memory and the feature pyramid's own activation memory)
 and the table gives AP / AP50 / AP75 as mean +- standard deviation over the seeds. A variant
 that cannot be built or trained (e.g. an option that does not exist yet) is a row saying why,
 and the other variants still run.
@@ -208,30 +208,25 @@ def model_stats(cfg: dict, size: int) -> dict:
 
 
 def ort_latency(models: Dict[str, Any], size: int, folder: Path, iters: int, threads: int) -> Dict[str, float]:
-    """Median ONNX Runtime ms at batch 1 per model, timed in alternating rounds (one run)."""
+    """Median ONNX Runtime ms at batch 1 per model, of the deployed graph users ship (fused,
+    re-parameterised), timed as `cspdet benchmark` does: alternating blocks of back-to-back
+    runs on one shared thread pool (runs interleaved one at a time distort small models)."""
     import numpy as np
 
     from ..export.onnx_export import export_onnx
     from ..export.onnx_runtime import make_session, use_global_thread_pool
-    from tqdm import tqdm
+    from .benchmark import time_blocks
 
     use_global_thread_pool(threads)
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     runners = {}
     for i, (name, model) in enumerate(models.items()):
-        path = export_onnx(model, folder / f"variant{i}_{size}.onnx", size, fuse=False)
+        path = export_onnx(copy.deepcopy(model).eval(), folder / f"variant{i}_{size}.onnx", size)
         session = make_session(path, threads=threads, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
         runners[name] = (lambda s=session, f=feed: s.run(None, f))
-    for run in runners.values():  # warm-up
-        for _ in range(3):
-            run()
-    samples: Dict[str, List[float]] = {k: [] for k in runners}
-    for _ in tqdm(range(iters), desc="ORT latency", unit="round", leave=False):
-        for key, run in runners.items():  # one call of each per round: load hits all alike
-            t0 = time.perf_counter()
-            run()
-            samples[key].append(time.perf_counter() - t0)
+    rounds = max(3, iters // 5)
+    samples = time_blocks(runners, rounds=rounds, block=5, warmup=3, desc="ORT latency")
     return {k: 1000.0 * statistics.median(v) for k, v in samples.items()}
 
 
@@ -274,7 +269,8 @@ def markdown(aset: AblationSet, rows: List[dict], budget_name: str, budget: dict
              + f"; seeds {list(seeds)}.",
              f"- Data: {data_note}.",
              f"- Params / GFLOPs / memory at {size}x{size}, batch 1; ORT ms: median at batch 1, "
-             "variants timed in alternating rounds; FPN = the neck alone (its peak of live tensors, "
+             "deployed graphs timed in alternating blocks of back-to-back runs; "
+             "FPN = the neck alone (its peak of live tensors, "
              "backbone features excluded, and its output pyramid); AP: mean ± sd over seeds."]
     if aset.note:
         lines.append(f"- {aset.note}")
