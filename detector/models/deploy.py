@@ -204,7 +204,7 @@ class EvenAvgPool(nn.Module):
     def forward(self, x):
         if x.shape[-2] % self.k == 0 and x.shape[-1] % self.k == 0:
             if POOL_AS_CONV:
-                c = x.shape[1]
+                c = int(x.shape[1])  # fixed by the graph: a constant kernel, also in dynamic exports
                 w = torch.full((c, 1, self.k, self.k), 1.0 / (self.k * self.k), dtype=x.dtype, device=x.device)
                 return torch.nn.functional.conv2d(x, w, stride=self.k, groups=c)
             return self.floor(x)
