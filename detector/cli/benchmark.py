@@ -624,8 +624,10 @@ def parse_args(argv=None):
                     help="CSP pairs 'base:csp' (backbone names or config paths); 'none' for no pairs")
     ap.add_argument("--backbone-size", type=int, default=224, help="input size of backbone pairs")
     ap.add_argument("--threads", type=int, default=2, help="threads per engine")
-    ap.add_argument("--iters", type=int, default=15, help="timed rounds at batch 1")
-    ap.add_argument("--block", type=int, default=10, help="back-to-back runs of one model per round")
+    ap.add_argument("--iters", type=int, default=40, help="timed rounds at batch 1")
+    ap.add_argument("--block", type=int, default=3,
+                    help="back-to-back runs of one model per round (short rounds keep a pair's blocks "
+                         "close in time: stable ratios on a shared machine)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
     ap.add_argument("--throughput-batch", type=int, default=8, help="batch for throughput (0 = skip)")
     ap.add_argument("--no-int8", dest="int8", action="store_false", help="no ORT INT8 column")
