@@ -132,9 +132,10 @@ def test_ort_keeps_the_flagship_in_its_blocked_layout(flagship_onnx, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    from detector.export.onnx_runtime import session_options
+
+    opts = session_options(threads=1)  # the shared pool if an earlier test set one up
     opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
-    opts.intra_op_num_threads = 1
     ort.InferenceSession(str(flagship_onnx), opts, providers=["CPUExecutionProvider"])
     graph = onnx.load(str(tmp_path / "opt.onnx")).graph
     if not any("nchwc" in n.domain for n in graph.node):

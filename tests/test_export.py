@@ -176,7 +176,8 @@ def test_export_a_classification_checkpoint(tmp_path, capsys):
     path = tmp_path / "cls_64.onnx"
     meta = read_metadata(path)
     assert meta["task"] == "classify" and meta["names"] == names
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from detector.export.onnx_runtime import make_session
+    sess = make_session(path, providers=["CPUExecutionProvider"])  # honours a shared pool
     assert [o.name for o in sess.get_outputs()] == ["logits"]
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():

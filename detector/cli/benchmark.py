@@ -301,14 +301,9 @@ def ort_profile(onnx_path: Path, size: int, threads: int, runs: int = 20) -> Dic
 
     import onnxruntime as ort
 
-    from detector.export.onnx_runtime import _GLOBAL_POOL
+    from detector.export.onnx_runtime import session_options
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if _GLOBAL_POOL is not None:
-        opts.use_per_session_threads = False
-    else:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts = session_options(threads)
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = str(Path(tmp) / "ort")

@@ -29,15 +29,9 @@ import sys
 
 import torch  # noqa: E402
 
+from detector.config import find_config, trained_img_size  # noqa: E402
+from detector.export.loading import load_model  # noqa: E402
 from detector.export.onnx_export import export_onnx, DetectorWithNMS  # noqa: E402
-
-
-def load_model(weights, device="cpu"):
-    """A checkpoint (``.pt``) or a detector config (random weights) -> (model, names, config)."""
-    from detector.inference import Predictor
-
-    predictor = Predictor(weights, device=device, fuse=False)
-    return predictor.model, list(predictor.names), dict(predictor.config)
 
 
 def classifier_checkpoint(weights):
@@ -163,7 +157,6 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-images", type=int, default=64, help="with --int8: number of calibration images")
     args = ap.parse_args(argv)
 
-    from detector.config import trained_img_size
     from detector.export.quantize import QuantizationError, calibration_images, quantize_onnx
 
     if args.size is not None and len(args.size) not in (1, 2):
@@ -178,6 +171,9 @@ def main(argv=None) -> int:
         ap.error("--int8 needs calibration images: pass --data configs/data/<name>.yaml (its train split)")
     if args.int8 and args.calib_images < 1:
         ap.error("--calib-images must be >= 1")
+    shipped_config = False
+    if not os.path.exists(args.weights) and args.weights.lower().endswith((".yaml", ".yml")):
+        args.weights, shipped_config = str(find_config(args.weights)), True  # a config by name
     if not os.path.exists(args.weights):
         ap.error(f"weights not found: {args.weights}")
     try:
@@ -187,11 +183,12 @@ def main(argv=None) -> int:
     if classifier is not None:
         model, names, config = classifier
     else:
-        model, names, config = load_model(args.weights, args.device)
+        loaded = load_model(args.weights, args.device, fuse=False)
+        model, names, config = loaded.model, loaded.names, dict(loaded.config)
     trained = trained_img_size(config)
     size = (args.size[0], args.size[-1]) if args.size else (trained, trained)
     if args.output is None:
-        stem, _ = os.path.splitext(args.weights)
+        stem, _ = os.path.splitext(os.path.basename(args.weights) if shipped_config else args.weights)
         suffix = f"_{size[0]}" + ("x%d" % size[1] if size[1] != size[0] else "")
         suffix += "_dynamic" if args.dynamic else ""
         suffix += "_nms" if args.nms else ""

@@ -41,9 +41,12 @@ def load_model(weights, device: str = "cpu", fuse: bool = True, threads: Optiona
     A config gives random weights (for timing and export checks, not for accuracy).
     ``img_size`` None = the model's own size (see :func:`detector.inference.resolve_img_size`).
     """
+    from ..config import find_config
     from ..inference import Predictor
 
     path = Path(weights)
+    if not path.exists() and path.suffix.lower() in (".yaml", ".yml"):
+        path = find_config(path)  # a shipped config by name or repository path
     if not path.exists():
         raise FileNotFoundError(f"weights not found: {weights}")
     predictor = Predictor(str(path), img_size=img_size, device=device, fuse=fuse, threads=threads)

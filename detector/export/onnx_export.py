@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
+from ..common import to_hw
+
 METADATA_KEY = "cspdet"
 FORMAT_VERSION = 1
 
@@ -119,7 +121,7 @@ def detections_to_predictions(detections, batch_size: int) -> List[Dict[str, tor
 
 
 def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+    h, w = to_hw(size if isinstance(size, int) else (size[0], size[-1]))
     if h % 32 or w % 32:
         raise ValueError(f"export size must be a multiple of 32, got {h}x{w}")
     return h, w

@@ -39,11 +39,9 @@ def use_global_thread_pool(threads: int) -> bool:
     return True
 
 
-def make_session(path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
-    """An ``InferenceSession`` with ``threads`` intra-op threads (None = ORT's default).
-
-    After :func:`use_global_thread_pool` the session uses the shared pool instead.
-    """
+def session_options(threads: Optional[int] = None):
+    """``SessionOptions`` with ``threads`` intra-op threads (None = ORT's default), or the shared
+    pool after :func:`use_global_thread_pool` (ORT refuses per-session threads then)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -53,6 +51,17 @@ def make_session(path, threads: Optional[int] = None, providers: Optional[Sequen
     elif threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    return opts
+
+
+def make_session(path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
+    """An ``InferenceSession`` with ``threads`` intra-op threads (None = ORT's default).
+
+    After :func:`use_global_thread_pool` the session uses the shared pool instead.
+    """
+    import onnxruntime as ort
+
+    opts = session_options(threads)
     if providers is None:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
