@@ -31,7 +31,6 @@ import copy
 import csv
 import json
 import os
-import platform
 import shlex
 import socket
 import statistics
@@ -256,14 +255,9 @@ def machine_line() -> str:
     import torch
     import ultralytics
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from detector.common import cpu_name
+
+    cpu = cpu_name()
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} logical CPUs; "
             f"torch {torch.__version__}, ultralytics {ultralytics.__version__}; load average {load}")

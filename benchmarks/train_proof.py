@@ -57,8 +57,12 @@ def report(mode, overrides, result, wall, metric, target, limit):
     ok = value >= target and (limit is None or wall <= limit)
     cmd = " ".join(["python tools/train.py --cfg", FLAGSHIP, *overrides])
     print(f"\n### {mode}\n")
+    torch = __import__("torch")
     print(f"`{cmd}` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-          f"(torch threads {__import__('torch').get_num_threads()})\n")
+          f"(torch threads {torch.get_num_threads()})\n")
+    print(f"- versions: torch {torch.__version__}, python {platform.python_version()}, "
+          f"{platform.platform()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"- wall time: {wall / 60:.1f} min (limit {limit / 60:.0f} min)" if limit else
           f"- wall time: {wall / 60:.1f} min")
     print(f"- final AP {m.get('AP', float('nan')):.3f}, AP50 {m.get('AP50', float('nan')):.3f}, "

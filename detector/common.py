@@ -12,3 +12,18 @@ def to_hw(size: Size) -> Tuple[int, int]:
         return size, size
     h, w = size
     return int(h), int(w)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows; benchmarks
+    print it beside their figures because these machines differ."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -20,7 +20,6 @@ import copy
 import datetime
 import logging
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -243,14 +242,9 @@ def machine_line(threads: int) -> str:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from ..common import cpu_name
+
+    cpu = cpu_name()
     try:
         load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     except OSError:

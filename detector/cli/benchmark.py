@@ -39,7 +39,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -422,14 +421,9 @@ def fmt_ratio(r) -> str:
 
 
 def machine_line(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from detector.common import cpu_name
+
+    cpu = cpu_name()
     import cv2
     import onnxruntime
 

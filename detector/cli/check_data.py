@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 
 from detector.data import load_data_config, prepare_data  # noqa: E402

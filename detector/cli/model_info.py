@@ -15,7 +15,6 @@ FLOPs: torch.utils.flop_counter, a multiply-add counted as 2, batch 1.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 

@@ -15,7 +15,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning (``cspdet`` and tools/train.py set this before
 # torch loads; this line covers ``python -m detector.cli.train``). With spinning threads, two torch

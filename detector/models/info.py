@@ -5,7 +5,7 @@ convention of the CSPNet paper's BFLOPs), measured on one forward pass at batch 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
