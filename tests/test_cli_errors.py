@@ -53,6 +53,20 @@ def test_user_error_is_one_message_and_nonzero_exit(case, tmp_path, capsys, monk
     assert "Traceback" not in text
 
 
+def test_a_foreign_onnx_file_is_one_message(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    status = run_command("eval", ["--weights", str(path), "--data", "coco128"])
+    err = capsys.readouterr().err
+    assert status == 2 and "not exported by" in err and "Traceback" not in err
+
+
 def test_unknown_command_suggests_the_closest():
     assert main(["trian"]) == 2
 

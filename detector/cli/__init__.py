@@ -53,6 +53,8 @@ USER_ERRORS = (
     ("detector.data.labels", "LabelError"),
     ("detector.data.image_io", "ImageReadError"),
     ("detector.cli.demo", "DemoError"),
+    ("detector.export.onnx_runtime", "ModelFileError"),
+    ("detector.export.quantize", "QuantizationError"),
     ("builtins", "FileNotFoundError"),
     ("builtins", "NotADirectoryError"),
     ("builtins", "IsADirectoryError"),

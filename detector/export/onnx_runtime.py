@@ -18,6 +18,9 @@ from .onnx_export import detections_to_predictions, read_metadata
 _GLOBAL_POOL: Optional[int] = None
 
 
+class ModelFileError(ValueError):
+    """An ONNX file cspdet cannot run (not one of its exports): a user error, said in one line."""
+
 def use_global_thread_pool(threads: int) -> bool:
     """Make every later session share one intra-op pool of ``threads`` threads.
 
@@ -78,7 +81,7 @@ class ONNXRuntimeDetector:
         self.path = path
         self.meta = read_metadata(path)
         if not self.meta:
-            raise ValueError(f"{path} was not exported by tools/export.py (no '{'cspdet'}' metadata); "
+            raise ModelFileError(f"{path} was not exported by tools/export.py (no '{'cspdet'}' metadata); "
                              "cannot tell its classes and box decoding")
         self.session = make_session(path, threads, providers)
         inp = self.session.get_inputs()[0]
