@@ -167,3 +167,34 @@ def test_hsv_gain_scales_value_and_is_seeded():
     assert np.array_equal(a, jitter(image=colour)["image"]) and not np.array_equal(a, colour)
     with pytest.raises(ValueError, match="saturation"):
         HSVGain(saturation=1.5)
+
+
+@pytest.mark.parametrize("partners, max_decodes_per_item", [("seeded", 4), ("buffer", 1)])
+def test_mosaic_partner_modes_decode_what_they_say(rect_root, partners, max_decodes_per_item):
+    """`seeded` (default, exact resume) may decode three partners per sample; `buffer` (opt-in
+    speed) takes them from the worker's decoded images once it holds enough, and boxes still
+    follow the pixels."""
+    aug = AugmentConfig(mosaic=1.0, mosaic_partners=partners, **NO_COLOR, min_box_size=4,
+                        min_visibility=0.3)
+    ds = build_dataset(coco_cfg(rect_root), "train", 128, augment=aug, seed=0)
+    ds.buffer_size = 4  # smaller than the split, as on a large dataset
+    decodes = []
+    load = ds.load_resized
+    ds.load_resized = lambda i: (decodes.append(i), load(i))[1]
+    for i in range(4):  # warm the buffer
+        ds[(i, i)]
+    counts = []
+    for i in range(4, 8):
+        before = len(decodes)
+        item = ds[(i, 100 + i)]
+        counts.append(len(decodes) - before)
+        assert_boxes_on_their_colour(item["image"], item["targets"])
+    assert max(counts) <= max_decodes_per_item
+    if partners == "seeded":
+        assert max(counts) > 1  # partners are drawn from the whole split, buffer or not
+
+
+def test_mosaic_partners_typo_is_a_config_error():
+    from detector.config import ConfigError
+    with pytest.raises(ConfigError, match="mosaic_partners"):
+        AugmentConfig(mosaic_partners="buffered")

@@ -114,9 +114,14 @@ class AugmentConfig:
     (single-image path; a mosaic's crop position is random anyway). ``hsv_*`` are the maximal
     relative hue shift (fraction of the colour circle), saturation and value gains.
     ``min_box_size`` (input pixels) and ``min_visibility`` (fraction of a box's area left inside
-    the crop) drop boxes that augmentation cut down to slivers.
+    the crop) drop boxes that augmentation cut down to slivers. ``mosaic_partners``: ``seeded``
+    (default) draws a mosaic's three partners from the whole split with the sample's seed, so a
+    run resumes and repeats exactly whatever the workers; ``buffer`` draws them among the images
+    the worker decoded last (no extra decoding, faster on large uncached datasets, but a sample
+    then depends on which worker made it: not exact on resume or with another worker count).
     """
     mosaic: float = 1.0
+    mosaic_partners: str = "seeded"
     mixup: float = 0.0
     mixup_alpha: float = 32.0
     scale: Tuple[float, float] = (0.5, 1.5)
@@ -132,6 +137,9 @@ class AugmentConfig:
         self.scale = tuple(float(s) for s in self.scale)
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"augment.scale must be (min, max) with 0 < min <= max, got {self.scale}")
+        if self.mosaic_partners not in ("seeded", "buffer"):
+            raise ConfigError(f"augment.mosaic_partners is 'seeded' (exact resume) or 'buffer' "
+                              f"(faster, not exact), got '{self.mosaic_partners}'")
         for name in ("mosaic", "mixup", "fliplr", "min_visibility", "hsv_h", "hsv_s", "hsv_v"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -210,6 +210,11 @@ class DetectionDataset(Dataset):
         partners = None
         if self.augment.mosaic > 0 and self.rng.random() < self.augment.mosaic:
             partners = []  # random indices (not buffer entries): a function of the seed only
+            others = [k for k in self._buffer if k != index] if use_buffer else []
+            if self.augment.mosaic_partners == "buffer" and len(others) >= 3:
+                # opt-in speed: decoded images of this worker, so nothing more is decoded
+                picks = self.rng.choice(len(others), 3, replace=False)
+                partners = [self._buffered_sample(others[int(k)], True)[0] for k in picks]
             while len(partners) < 3:
                 j = self._random_good_index()
                 try:
