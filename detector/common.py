@@ -27,3 +27,38 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def build_once(root, build, what: str = "data"):
+    """Make the folder ``root`` with ``build(tmp_folder)`` unless a finished copy is there.
+
+    Generated datasets are cached by this one rule: built in a temporary sibling folder, marked
+    ``DONE`` and renamed into place, so concurrent first uses (DDP ranks, parallel tests) never
+    see half a dataset and an interrupted generation is redone. Returns ``root`` as a Path.
+    """
+    import logging
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(root)
+    if (root / "DONE").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("cspdet.data").info("generating %s into %s", what, root)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    try:
+        build(tmp)
+        (tmp / "DONE").write_text("ok\n")
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished first, or an unfinished root is there
+            if (root / "DONE").is_file():
+                return root
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root

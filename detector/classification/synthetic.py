@@ -13,21 +13,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..common import build_once
 from ..data.config import default_cache_root
 from ..data.shapes import draw_shape, noisy_background, shape_points  # the detection data's drawing
 
-log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -63,30 +60,10 @@ def synthetic_root(cfg: SyntheticConfig) -> Path:
 
 
 def ensure_synthetic(cfg: SyntheticConfig) -> Path:
-    """Generate the data unless a finished copy is cached; safe against a concurrent
-    generation (writes a temporary folder, then renames it). Returns the root."""
-    root = synthetic_root(cfg)
-    if (root / "DONE").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    log.info("generating synthetic classification data (%d classes, %d train + %d val per class, "
-             "%d px, seed %d) into %s", len(CLASSES), cfg.train_per_class, cfg.val_per_class,
-             cfg.img_size, cfg.seed, root)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
-    try:
-        make_synthetic(tmp, cfg)
-        (tmp / "DONE").write_text("ok\n")
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first, or an unfinished root is there
-            if (root / "DONE").is_file():
-                return root
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    """Generate the data unless a finished copy is cached (detector.common.build_once)."""
+    return build_once(synthetic_root(cfg), lambda tmp: make_synthetic(tmp, cfg),
+                      f"synthetic classification data ({len(CLASSES)} classes, {cfg.train_per_class} "
+                      f"train + {cfg.val_per_class} val per class, {cfg.img_size} px, seed {cfg.seed})")
 
 
 def make_synthetic(out_dir, cfg: SyntheticConfig) -> Path:

@@ -27,13 +27,13 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from ..common import build_once
 
 log = logging.getLogger(__name__)
 
@@ -177,29 +177,9 @@ def make_proxy(out_dir, num_train: int = 2000, num_val: int = 300, img_size: int
 
 def ensure_proxy(root, num_train: int, num_val: int, img_size: int, seed: int,
                  textures: str = "auto") -> Path:
-    """Generate into ``root`` unless a finished copy is there (written to a temporary folder
-    and renamed, so concurrent first uses do not see half a dataset)."""
-    root = Path(root)
-    if (root / "DONE").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    log.info("generating the proxy detection set (%d train, %d val, %d px, seed %d) into %s",
-             num_train, num_val, img_size, seed, root)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
-    try:
-        make_proxy(tmp, num_train, num_val, img_size, seed, textures)
-        (tmp / "DONE").write_text("ok\n")
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first, or an unfinished root is there
-            if (root / "DONE").is_file():
-                return root
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    """Generate into ``root`` unless a finished copy is there (detector.common.build_once)."""
+    return build_once(root, lambda tmp: make_proxy(tmp, num_train, num_val, img_size, seed, textures),
+                      f"the proxy detection set ({num_train} train, {num_val} val, {img_size} px, seed {seed})")
 
 
 # ------------------------------------------------------------------------------ drawing

@@ -8,18 +8,15 @@ are 20-120 px at 320, with scale variation and some overlap, slightly rotated. T
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import List, Tuple
 
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from ..common import build_once
+
 
 GENERATOR_VERSION = 3
 CLASSES = ("circle", "square", "triangle", "star", "cross")
@@ -66,29 +63,9 @@ def make_shapes(out_dir, num_train: int = 1500, num_val: int = 200, img_size: in
 
 
 def ensure_shapes(root, num_train: int, num_val: int, img_size: int, seed: int) -> Path:
-    """Generate into ``root`` unless a finished copy is there (safe against a concurrent
-    generation: it writes to a temporary folder and renames it)."""
-    root = Path(root)
-    if (root / "DONE").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    log.info("generating synthetic shapes data (%d train, %d val, %d px, seed %d) into %s",
-             num_train, num_val, img_size, seed, root)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
-    try:
-        make_shapes(tmp, num_train, num_val, img_size, seed)
-        (tmp / "DONE").write_text("ok\n")
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first, or an unfinished root is there
-            if (root / "DONE").is_file():
-                return root
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    """Generate into ``root`` unless a finished copy is there (detector.common.build_once)."""
+    return build_once(root, lambda tmp: make_shapes(tmp, num_train, num_val, img_size, seed),
+                      f"synthetic shapes data ({num_train} train, {num_val} val, {img_size} px, seed {seed})")
 
 
 # ------------------------------------------------------------------------------ drawing
