@@ -36,9 +36,9 @@ from ..config import ConfigError, PathOrDict, load_config, save_config, to_dict
 from ..engine import distributed as dist_utils
 from ..engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 from ..engine.ema import ModelEMA, unwrap
-from ..engine.logger import RunLogger, log_to_file, next_run_dir, remove_log_file
+from ..engine.logger import RunLogger, log_to_file, remove_log_file
 from ..engine.optim import WarmupScheduler, build_optimizer
-from ..engine.runtime import configure_threads, rng_state, seed_everything, select_device, set_rng_state
+from ..engine.runtime import agree_run_dir, rng_state, set_rng_state, setup_process
 from .config import ClsRunConfig, parse_cls_config
 
 LOGGER = logging.getLogger("cspdet.train")
@@ -95,17 +95,9 @@ class ClsTrainer:
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
         tc = self.cfg.train
-        self.device = select_device(tc.device)
-        self.distributed = dist_utils.init_distributed(self.device)
-        self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
+        self.device, self.distributed, self.rank, self.world = setup_process(tc)
         self.main = self.rank == 0
-        seed_everything(tc.seed, self.rank, tc.deterministic)
-        configure_threads(tc.threads, self.world, self.device, tc.deterministic)
-        if self.run_dir_hint is not None:
-            run_dir = self.run_dir_hint
-        else:
-            run_dir = next_run_dir(tc.save_dir, tc.name, tc.exist_ok) if self.main else None
-        self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
+        self.run_dir = agree_run_dir(tc.save_dir, tc.name, tc.exist_ok, self.run_dir_hint)
 
         from .data import build_datasets, build_eval_loader, build_train_loader, resolve_root
         if self.main:  # synthetic data: generated once, before the other ranks look

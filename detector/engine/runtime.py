@@ -105,3 +105,29 @@ def configure_threads(threads: int = 0, world: int = 1, device: torch.device = t
     if device.type == "cuda" and not deterministic:
         torch.backends.cudnn.benchmark = True
     return torch.get_num_threads()
+
+
+def setup_process(train_cfg):
+    """The first step of every trainer: device, process group, seeds and thread policy from a
+    ``train`` section (its ``device``, ``seed``, ``deterministic``, ``threads``); returns
+    ``(device, distributed, rank, world_size)``."""
+    device = select_device(train_cfg.device)
+    distributed = dist_utils.init_distributed(device)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    seed_everything(train_cfg.seed, rank, train_cfg.deterministic)
+    configure_threads(train_cfg.threads, world, device, train_cfg.deterministic)
+    return device, distributed, rank, world
+
+
+def agree_run_dir(save_dir, name: str, exist_ok: bool, given=None):
+    """The run folder every rank uses: ``given`` (a resumed run's folder), else rank 0 names a
+    new one (``name``, ``name2`` ...) and broadcasts it."""
+    from pathlib import Path
+
+    from .logger import next_run_dir
+
+    run_dir = given
+    if run_dir is None and dist_utils.rank() == 0:
+        run_dir = next_run_dir(save_dir, name, exist_ok)
+    return Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
+

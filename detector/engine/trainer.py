@@ -43,9 +43,9 @@ from . import distributed as dist_utils
 from .checkpoint import (CheckpointError, load_checkpoint, load_detector_weights, load_state_strict,
                          save_checkpoint)
 from .ema import ModelEMA, unwrap
-from .logger import RunLogger, log_to_file, next_run_dir, remove_log_file
+from .logger import RunLogger, log_to_file, remove_log_file
 from .optim import WarmupScheduler, build_optimizer
-from .runtime import configure_threads, rng_state, seed_everything, select_device, set_rng_state
+from .runtime import agree_run_dir, rng_state, set_rng_state, setup_process
 from .train_config import RunConfig, parse_run_config
 
 LOGGER = logging.getLogger("cspdet.train")
@@ -143,21 +143,13 @@ class Trainer:
         dist_utils.cleanup()
 
     def _setup_runtime(self) -> None:
-        tc = self.cfg.train
-        self.device = select_device(tc.device)
-        self.distributed = dist_utils.init_distributed(self.device)
-        self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
+        self.device, self.distributed, self.rank, self.world = setup_process(self.cfg.train)
         self.main = self.rank == 0
-        seed_everything(tc.seed, self.rank, tc.deterministic)
-        configure_threads(tc.threads, self.world, self.device, tc.deterministic)
 
     def _setup_run_dir(self) -> None:
         """Rank 0 names the folder (``name``, ``name2`` ...), the other ranks follow."""
         tc = self.cfg.train
-        run_dir = self.run_dir_hint
-        if run_dir is None and self.main:
-            run_dir = next_run_dir(tc.save_dir, tc.name, tc.exist_ok)
-        self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
+        self.run_dir = agree_run_dir(tc.save_dir, tc.name, tc.exist_ok, self.run_dir_hint)
 
     def _setup_data(self) -> None:
         from ..data import prepare_data
