@@ -62,12 +62,11 @@ def export_classifier(model, path, size, batch: int = 1, dynamic: bool = False, 
                       names=None, config=None):
     """A classifier (deployed) -> ONNX with input ``images`` and output ``logits`` (B, classes)."""
     import copy
-    import json
     import warnings
 
     import onnx
 
-    from detector.export.onnx_export import METADATA_KEY
+    from detector.export.onnx_export import write_metadata
     from detector.models.deploy import reparameterize
 
     net = reparameterize(copy.deepcopy(model).cpu().float().eval())
@@ -82,13 +81,7 @@ def export_classifier(model, path, size, batch: int = 1, dynamic: bool = False, 
     meta = {"format_version": 1, "task": "classify", "names": list(names or []),
             "num_classes": int(model.num_classes), "img_size": None if dynamic else [h, w],
             "batch": None if dynamic else int(batch), "model": (config or {}).get("model", {})}
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    proto.producer_name = "cspdet"
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-    return path
+    return write_metadata(proto, meta, path)
 
 
 def verify_classifier(model, path, size) -> str:

@@ -23,7 +23,6 @@ Layout (the same as :mod:`detector.data.shapes`): ``images/{train,val}/*.jpg`` a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 
 from ..common import build_once
+from .shapes import write_generated_coco
 
 log = logging.getLogger(__name__)
 
@@ -130,40 +130,15 @@ def make_proxy(out_dir, num_train: int = 2000, num_val: int = 300, img_size: int
 
     Split ``s`` uses seed ``(seed, s)``, so the val images do not change with ``num_train``.
     """
-    from tqdm import tqdm
-
     folder, photo_paths = resolve_textures(textures)
     key = texture_key(folder, photo_paths)
     photos = load_photos(photo_paths, img_size)
     out = Path(out_dir)
-    (out / "annotations").mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
-        img_dir = out / "images" / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng([seed, split_index])
-        images, anns = [], []
-        for i in tqdm(range(count), desc=f"proxy {split}", unit="img", disable=not progress,
-                      leave=False):
-            img, objects = draw_image(rng, img_size, photos)
-            name = f"{i:06d}.jpg"
-            cv2.imwrite(str(img_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 92])
-            image_id = i + 1
-            images.append({"id": image_id, "file_name": name,
-                           "height": img.shape[0], "width": img.shape[1]})
-            for cls, (x1, y1, x2, y2) in objects:
-                w, h = x2 - x1, y2 - y1
-                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1,
-                             "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
-        counts[split] = (len(images), len(anns))
-        data = {"info": {"description": "cspdet proxy detection set", "seed": seed,
-                         "version": GENERATOR_VERSION, "textures": key},
-                "images": images, "annotations": anns,
-                "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
-                               for i, n in enumerate(CLASSES)]}
-        with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as f:
-            json.dump(data, f)
+    info = {"description": "cspdet proxy detection set", "seed": seed, "version": GENERATOR_VERSION,
+            "textures": key}
+    counts = write_generated_coco(out, (("train", num_train), ("val", num_val)), seed,
+                                  lambda rng: draw_image(rng, img_size, photos), CLASSES, info,
+                                  progress, "proxy")
     source = (f"crops of {len(photos)} photos ({key}) from {folder}" if photos
               else "procedural textures (no photos found)")
     (out / "README.txt").write_text(

@@ -30,18 +30,33 @@ def make_shapes(out_dir, num_train: int = 1500, num_val: int = 200, img_size: in
     ``annotations/instances_val.json``. Split ``s`` uses seed ``(seed, s)`` so the val images do
     not change with ``num_train``.
     """
+    info = {"description": "cspdet synthetic shapes", "seed": seed, "version": GENERATOR_VERSION}
+    write_generated_coco(out_dir, (("train", num_train), ("val", num_val)), seed,
+                         lambda rng: draw_image(rng, img_size), CLASSES, info, progress, "shapes")
+    return Path(out_dir)
+
+
+def write_generated_coco(out_dir, splits, seed: int, draw, class_names, info: dict,
+                         progress: bool = True, desc: str = "data"):
+    """Write generated images and their COCO JSON per split; returns {split: (images, boxes)}.
+
+    ``draw(rng) -> (RGB image, [(class, (x1, y1, x2, y2)), ...])``. Split number ``s`` draws
+    from ``default_rng([seed, s])``, so the val images do not change with the train count.
+    Layout: ``images/<split>/*.jpg`` and ``annotations/instances_<split>.json``.
+    """
     from tqdm import tqdm
 
     out = Path(out_dir)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+    counts = {}
+    for split_index, (split, count) in enumerate(splits):
         img_dir = out / "images" / split
         img_dir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([seed, split_index])
         images, anns = [], []
-        for i in tqdm(range(count), desc=f"shapes {split}", unit="img", disable=not progress,
+        for i in tqdm(range(count), desc=f"{desc} {split}", unit="img", disable=not progress,
                       leave=False):
-            img, objects = draw_image(rng, img_size)
+            img, objects = draw(rng)
             name = f"{i:06d}.jpg"
             cv2.imwrite(str(img_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -52,14 +67,13 @@ def make_shapes(out_dir, num_train: int = 1500, num_val: int = 200, img_size: in
                 w, h = x2 - x1, y2 - y1
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1,
                              "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
-        data = {"info": {"description": "cspdet synthetic shapes", "seed": seed,
-                         "version": GENERATOR_VERSION},
-                "images": images, "annotations": anns,
-                "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
-                               for i, n in enumerate(CLASSES)]}
+        counts[split] = (len(images), len(anns))
+        data = {"info": dict(info), "images": images, "annotations": anns,
+                "categories": [{"id": k + 1, "name": n, "supercategory": "shape"}
+                               for k, n in enumerate(class_names)]}
         with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as f:
             json.dump(data, f)
-    return out
+    return counts
 
 
 def ensure_shapes(root, num_train: int, num_val: int, img_size: int, seed: int) -> Path:

@@ -194,13 +194,23 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     if nms:
         meta.update(conf_thres=float(conf_thres), iou_thres=float(iou_thres), max_det=int(max_det))
     meta.update(extra_meta or {})
+    return write_metadata(proto, meta, path)
+
+
+def write_metadata(proto, meta: Dict[str, Any], path) -> Path:
+    """Store ``meta`` as the file's one cspdet metadata entry, check the model, save it to ``path``.
+
+    Every export (detector or classifier) goes through this, so the loaders read one format.
+    """
+    import onnx
+
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     proto.producer_name = "cspdet"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
-    return path
+    return Path(path)
 
 
 def read_metadata(path_or_proto) -> Dict[str, Any]:
