@@ -28,19 +28,18 @@ from .common import Size, to_hw
 from .config import ConfigError, load_config, trained_img_size
 from .data.letterbox import letterbox, unletterbox_boxes
 from .engine.checkpoint import load_checkpoint, load_state_strict, model_state
-from .models.detector import REPO_ROOT, build_detector
+from .models.detector import build_detector
 from .models.postprocess import postprocess
 
 Source = Union[str, os.PathLike, Mapping]
 
 
 def _data_names(cfg: Mapping) -> Optional[List[str]]:
-    """Class names of the config's data section (path or mapping), or None when unavailable."""
+    """Class names of the config's data section (a path or name resolved by find_config, or a
+    mapping), or None when unavailable."""
     data = cfg.get("data")
     if data is None:
         return None
-    if isinstance(data, (str, os.PathLike)) and not Path(data).is_file() and (REPO_ROOT / data).is_file():
-        data = str(REPO_ROOT / data)
     try:
         from .data import load_data_config
 

@@ -18,8 +18,6 @@ from .heads import HeadConfig, YOLOHead
 from .loss import LossConfig
 from .necks import build_neck, parse_neck_config
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @dataclass
 class ModelConfig:
