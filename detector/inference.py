@@ -17,6 +17,7 @@ file at its input size (another ``img_size`` is an error).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
@@ -29,7 +30,7 @@ from .config import ConfigError, load_config, trained_img_size
 from .data.letterbox import letterbox, unletterbox_boxes
 from .engine.checkpoint import load_checkpoint, load_state_strict, model_state
 from .models.detector import build_detector
-from .models.postprocess import postprocess
+from .models.postprocess import postprocess, postprocess_numpy
 
 Source = Union[str, os.PathLike, Mapping]
 
@@ -80,6 +81,7 @@ class Predictor:
         self.source = str(weights_or_cfg) if not isinstance(weights_or_cfg, Mapping) else "<config>"
         suffix = "" if isinstance(weights_or_cfg, Mapping) else Path(weights_or_cfg).suffix.lower()
         self.config: Dict = {}
+        self.timing: Dict[str, float] = {"pre": 0.0, "model": 0.0, "post": 0.0}  # ms, last call
         fixed = None
         if suffix in ONNX_SUFFIXES:
             from .export.onnx_runtime import ONNXRuntimeDetector
@@ -150,44 +152,69 @@ class Predictor:
         raise ValueError(f"unsupported image shape {img.shape}: expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
 
     def preprocess(self, images: Sequence[np.ndarray]):
-        """BGR images -> (B, 3, H, W) float RGB batch in [0, 1] plus each image's letterbox."""
-        batch, metas = [], []
+        """BGR images -> (B, 3, H, W) float RGB batch in [0, 1] plus each image's letterbox.
+
+        The batch is a numpy array for ONNX Runtime (``cv2.dnn.blobFromImages`` swaps channels,
+        transposes and scales in one pass, and no torch op runs) and a tensor on the device for
+        PyTorch (uint8 crosses to the device, then it is scaled there).
+        """
+        boxed, metas = [], []
         for img in images:
             img = self.to_bgr(img)
             if min(img.shape[:2]) < 1:
                 raise ValueError(f"empty image of shape {img.shape}")
-            boxed, ratio, pad = letterbox(img, self.img_size)
-            rgb = np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))
-            batch.append(torch.from_numpy(rgb))
+            out, ratio, pad = letterbox(img, self.img_size)
+            boxed.append(out)
             metas.append((ratio, pad, img.shape[:2]))
-        x = torch.stack(batch).to(self.device, non_blocking=True).float().div_(255.0)
+        if self.backend == "onnxruntime":
+            return cv2.dnn.blobFromImages(boxed, 1.0 / 255.0, swapRB=True), metas
+        rgb = np.stack([b[..., ::-1].transpose(2, 0, 1) for b in boxed])
+        x = torch.from_numpy(rgb).to(self.device, non_blocking=True).float().div_(255.0)
         return x, metas
 
-    def _predict(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
+    def _predict(self, x) -> List[Dict[str, np.ndarray]]:
+        """Network and post-processing; fills ``timing["model"]`` (what runs in the network,
+        decoding included where the graph holds it) and ``timing["post"]`` starts after it."""
+        t0 = time.perf_counter()
         if self.backend == "pytorch":
             decoded = self.model.decode(self.model(x))
-            return postprocess(decoded.float(), self.conf_thres, self.iou_thres, self.max_det)
-        dets = self.model.predict(x, self.conf_thres, self.iou_thres, self.max_det)
-        if self.model.has_nms:  # thresholds are in the graph; a higher conf_thres still filters
-            dets = [{k: v[d["scores"] > self.conf_thres] for k, v in d.items()} for d in dets]
-        return dets
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timing["model"] = (time.perf_counter() - t0) * 1e3
+            dets = postprocess(decoded.float(), self.conf_thres, self.iou_thres, self.max_det)
+            return [{k: v.float().cpu().numpy() if k != "labels" else v.cpu().numpy() for k, v in d.items()}
+                    for d in dets]
+        if self.model.has_nms:  # decode and NMS run in the graph
+            dets = self.model.predict(x, self.conf_thres)
+            self.timing["model"] = (time.perf_counter() - t0) * 1e3
+            return dets
+        decoded = self.model.decoded(x)
+        self.timing["model"] = (time.perf_counter() - t0) * 1e3
+        return postprocess_numpy(decoded, self.conf_thres, self.iou_thres, self.max_det)
 
     @torch.no_grad()
     def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]]
                  ) -> Union[Dict[str, np.ndarray], List[Dict[str, np.ndarray]]]:
-        """One image -> one dict; a list -> a list of dicts. Boxes are xyxy original pixels."""
+        """One image -> one dict; a list -> a list of dicts. Boxes are xyxy original pixels.
+
+        ``timing`` then holds the call's ``pre``, ``model`` and ``post`` milliseconds.
+        """
         single = isinstance(images, np.ndarray)
         images = [images] if single else list(images)
         if not images:
             return []
+        t0 = time.perf_counter()
         x, metas = self.preprocess(images)
+        t1 = time.perf_counter()
         dets = self._predict(x)
         results = []
         for det, (ratio, pad, shape) in zip(dets, metas):
-            boxes = unletterbox_boxes(det["boxes"].float().cpu(), ratio, pad, shape).numpy()
-            labels = det["labels"].cpu().numpy().astype(np.int64)
-            results.append({"boxes": boxes.astype(np.float32),
-                            "scores": det["scores"].float().cpu().numpy(),
+            labels = det["labels"].astype(np.int64)
+            results.append({"boxes": unletterbox_boxes(det["boxes"], ratio, pad, shape).astype(np.float32),
+                            "scores": det["scores"].astype(np.float32),
                             "labels": labels,
                             "names": [self.names[i] for i in labels]})
+        t3 = time.perf_counter()
+        self.timing["pre"] = (t1 - t0) * 1e3
+        self.timing["post"] = (t3 - t1) * 1e3 - self.timing["model"]
         return results[0] if single else results

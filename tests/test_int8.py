@@ -77,12 +77,26 @@ def test_export_cli_int8_runs_in_eval_and_demo_paths(checkpoint, tiny_data, caps
     loaded = load_model(str(int8))
     assert loaded.backend == "onnxruntime" and loaded.names == NAMES
     x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    raw = loaded.model(x)
+    decoded = loaded.model.decoded(x)
     with torch.no_grad():
-        ref = model(x)
-    for r, o in zip(ref, raw):  # quantized: close to the float network, not equal
-        assert r.shape == o.shape
-        assert (torch.sigmoid(r) - torch.sigmoid(o)).abs().mean() < 0.1
+        ref = model.decode(model(x)).numpy()
+    assert decoded.shape == ref.shape  # quantized: close to the float network, not equal
+    assert np.abs(decoded[..., 4:] - ref[..., 4:]).mean() < 0.1
+    # the box decoding after the prediction convs stays float: no Q/DQ on any path back from
+    # the output to the first Conv
+    graph = onnx.load(str(int8)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    stack, seen = [graph.output[0].name], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        assert node.op_type not in ("QuantizeLinear", "DequantizeLinear"), node.name
+        if node.op_type != "Conv":
+            stack.extend(node.input)
+    assert any(producer[i].op_type == "DequantizeLinear" for n in graph.node if n.op_type == "Conv"
+               for i in n.input[:1] if i in producer)  # while the convs do run quantized
     result = Predictor(str(int8), conf_thres=0.01)(np.full((70, 110, 3), 128, np.uint8))
     assert set(result) >= {"boxes", "scores", "labels"}
 
@@ -112,7 +126,7 @@ def test_graphs_ort_cannot_quantize_are_refused_clearly(checkpoint, tmp_path):
     calib = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
     with pytest.raises(QuantizationError, match="NMS"):
         quantize_onnx(nms, tmp_path / "q.onnx", calib)
-    raw = export_onnx(model, tmp_path / "raw.onnx", 64, names=NAMES)
+    raw = export_onnx(model, tmp_path / "raw.onnx", 64, names=NAMES, raw=True)
     with pytest.raises(QuantizationError, match="model takes 64x64"):
         quantize_onnx(raw, tmp_path / "q.onnx", np.zeros((1, 3, 32, 32), np.float32))
     # a graph without any quantizable op

@@ -17,8 +17,9 @@ would measure small models with cold caches. Each cell is the median over rounds
 spread (min-max of the round medians); ratios are taken per round, in the same run.
 Peers (Ultralytics YOLOv8n, YOLO11n, YOLO26n, YOLOv3-tiny) are built from Ultralytics'
 yaml files with random weights -- nothing is downloaded -- and timed through the graph
-Ultralytics exports (its box decoding included). Latency does not depend on the weights.
-Our models are timed as deployed: BatchNorm folded and re-parameterised
+Ultralytics exports (its box decoding included). Our detectors are timed through the graph
+``cspdet export`` writes by default, which ends in the decoded boxes too; NMS is outside every
+graph. Latency does not depend on the weights. Our models are timed as deployed: BatchNorm folded and re-parameterised
 (:mod:`detector.models.deploy`); ``--no-deploy`` times the BN-folded training graph instead.
 The INT8 column is ONNX Runtime on the statically quantized file (:mod:`detector.export.quantize`,
 calibrated on random inputs here: speed does not depend on the ranges).
@@ -534,8 +535,8 @@ def markdown(models: List[Model], sizes_of, engines, results, rounds_of, pairs, 
     peers = [m for m in models if m.kind == "peer"]
     if peers:
         lines += ["", "Peers: " + "; ".join(f"{m.name} from `{PEERS[m.name]}`" for m in peers)
-                  + " (Ultralytics, random weights, their export graph with box decoding; ours end at the "
-                    "raw head outputs, decoding and NMS are outside all graphs except Ultralytics' decode)."]
+                  + " (Ultralytics, random weights, their export graph with box decoding; ours: the default "
+                    "export graph, also ending in decoded boxes; NMS is outside every graph)."]
         ours = [m for m in models if m.kind == "ours"]
         if ours and "onnxruntime" in engines:
             s0 = sizes_of[ours[0].name][0]

@@ -224,8 +224,16 @@ def draw(frame: np.ndarray, boxes, scores, labels, names: List[str], fps: Option
 
 # --------------------------------------------------------------------------- main loop
 
+PARTS = ("read", "pre", "model", "post", "draw")  # one frame of the loop, in order
+
+
 def run(args) -> dict:
-    """The demo loop; returns counters (frames, saved files, mean FPS) for scripts and tests."""
+    """The demo loop; returns counters for scripts, tests and benchmarks/frame_loop.py.
+
+    ``fps`` is whole-loop frames per second (waiting for the frame, pre-processing, model,
+    post-processing, drawing, showing and saving all count); ``timing`` holds each part's
+    median milliseconds per frame (:data:`PARTS`; ``draw`` covers drawing, showing and saving).
+    """
     if not args.no_show:
         check_can_show()
     # the Predictor's pre-processing and size rule (trained size, ONNX fixed size, or --size)
@@ -234,43 +242,38 @@ def run(args) -> dict:
     size = detect.img_size
     reader = FrameReader(args.source)
     save_dir = Path(args.save_dir) if args.save_dir else Path("runs") / "demo"
-    writer, saved, frames, fps, t_last = None, [], 0, None, None
+    writer, saved, frames, fps = None, [], 0, None
+    times = {k: [] for k in PARTS}
     window = "cspdet"
     log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
              detect.backend, size, args.conf_thres)
+    t_start = t_last = t_prev = time.perf_counter()
     try:
         for frame, name in reader:
+            t_frame = time.perf_counter()
             det = detect(frame)
-            boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
-            now = time.perf_counter()
-            if t_last is not None:
-                inst = 1.0 / max(now - t_last, 1e-6)
+            t_det = time.perf_counter()
+            if frames:  # the FPS counter shows the whole loop, frame to frame
+                inst = 1.0 / max(t_frame - t_prev, 1e-6)
                 fps = inst if fps is None else 0.9 * fps + 0.1 * inst
-            t_last = now
-            draw(frame, boxes, scores, labels, detect.names, fps if reader.kind != "image" else None,
-                 args.line_width)
+            t_prev = t_frame
+            draw(frame, det["boxes"], det["scores"], det["labels"], detect.names,
+                 fps if reader.kind != "image" else None, args.line_width)
             frames += 1
             if args.save:
-                save_dir.mkdir(parents=True, exist_ok=True)
-                if reader.kind in ("video", "camera", "stream"):
-                    if writer is None:
-                        out = save_dir / f"{name}.mp4"
-                        h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), reader.fps, (w, h))
-                        if not writer.isOpened():
-                            raise DemoError(f"cannot write {out}: this OpenCV has no mp4v encoder")
-                        saved.append(out)
-                    writer.write(frame)
-                else:
-                    out = save_dir / (name if Path(name).suffix else f"{name}_{frames:06d}.jpg")
-                    cv2.imwrite(str(out), frame)
-                    saved.append(out)
+                writer = _save(frame, name, reader, save_dir, writer, saved, frames)
             if not args.no_show:
                 cv2.imshow(window, frame)
                 still = reader.kind in ("image", "folder") and Path(name).suffix != ""  # not a video frame
                 key = cv2.waitKey(0 if still else 1) & 0xFF
                 if key in (ord("q"), 27):
                     break
+            t_end = time.perf_counter()
+            times["read"].append((t_frame - t_last) * 1e3)  # waiting for the reader thread
+            for part in ("pre", "model", "post"):
+                times[part].append(detect.timing[part])
+            times["draw"].append((t_end - t_det) * 1e3)
+            t_last = t_end
             if args.max_frames and frames >= args.max_frames:
                 break
     finally:
@@ -279,11 +282,34 @@ def run(args) -> dict:
             writer.release()
         if not args.no_show:
             cv2.destroyAllWindows()
+    wall = time.perf_counter() - t_start
     if reader.dropped:
         log.info("%d camera frames were dropped to stay live (inference slower than the camera)", reader.dropped)
     for path in saved[:1] + ([f"... {len(saved) - 1} more"] if len(saved) > 1 else []):
         log.info("saved %s", path)
-    return {"frames": frames, "saved": [str(p) for p in saved], "fps": fps, "dropped": reader.dropped}
+    timing = {k: float(np.median(v)) if v else 0.0 for k, v in times.items()}
+    return {"frames": frames, "saved": [str(p) for p in saved], "fps": fps, "dropped": reader.dropped,
+            "timing": timing, "mean_fps": frames / wall if wall > 0 else None, "backend": detect.backend,
+            "img_size": size, "predictor": detect}
+
+
+def _save(frame, name, reader, save_dir: Path, writer, saved: list, index: int):
+    """Append ``frame`` to the output video (created on the first frame) or write it as an image."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    if reader.kind in ("video", "camera", "stream"):
+        if writer is None:
+            out = save_dir / f"{name}.mp4"
+            h, w = frame.shape[:2]
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), reader.fps, (w, h))
+            if not writer.isOpened():
+                raise DemoError(f"cannot write {out}: this OpenCV has no mp4v encoder")
+            saved.append(out)
+        writer.write(frame)
+    else:
+        out = save_dir / (name if Path(name).suffix else f"{name}_{index:06d}.jpg")
+        cv2.imwrite(str(out), frame)
+        saved.append(out)
+    return writer
 
 
 def parse_args(argv=None):
@@ -312,8 +338,11 @@ def main(argv=None) -> int:
     except DemoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if stats["fps"]:
-        log.info("%d frames, %.1f FPS", stats["frames"], stats["fps"])
+    if stats["frames"] > 1 and stats["mean_fps"]:
+        t = stats["timing"]
+        log.info("%d frames, %.1f FPS (whole loop); per frame: read %.1f ms, pre-process %.1f, model %.1f, "
+                 "post-process %.1f, draw/show/save %.1f", stats["frames"], stats["mean_fps"],
+                 *(t[k] for k in PARTS))
     return 0
 
 

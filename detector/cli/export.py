@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Export a trained detector to ONNX.
 
-    python tools/export.py --weights runs/csppelee_efm_sam/best.pt                 # raw outputs, 320
+    python tools/export.py --weights runs/csppelee_efm_sam/best.pt                 # decoded boxes, 320
     python tools/export.py --weights best.pt --size 416 --dynamic                  # any batch / size
     python tools/export.py --weights best.pt --nms --conf-thres 0.25 --max-det 100 # final boxes
+    python tools/export.py --weights best.pt --raw                                 # per-level outputs
     python tools/export.py --weights configs/csppelee_efm_sam.yaml                 # random weights (timing)
     python tools/export.py --weights best.pt --int8 --data configs/data/shapes.yaml  # + best_320_int8.onnx
     python tools/export.py --weights cls.pt                                        # a classifier: logits
@@ -11,8 +12,10 @@
 The input size defaults to the checkpoint's trained size (``train.img_size``, the rule
 Predictor, eval and demo share). The graph is the deployed network (BatchNorm folded,
 re-parameterised for ONNX Runtime's blocked layout, see detector/models/deploy.py): the same
-outputs as the checkpoint in PyTorch. Without --nms the graph gives the raw head outputs
-(out_s8, out_s16, out_s32) and runs in ONNX Runtime and OpenCV DNN; with --nms it gives
+outputs as the checkpoint in PyTorch. By default the graph ends in decoded boxes,
+``predictions`` (B, N, 5+C) = xyxy input pixels, objectness, class probabilities (the
+confidence filter and NMS run outside, in numpy); --raw ends at the raw head outputs (out_s8,
+out_s16, out_s32); both run in ONNX Runtime and OpenCV DNN. With --nms it gives
 ``detections`` (K, 7) = [batch, x1, y1, x2, y2, score, label] in network-input pixels (ONNX
 Runtime). --int8 also writes a statically quantized twin (QDQ, per-channel), calibrated on
 --calib-images letterboxed images of --data's train split. A classification checkpoint (a
@@ -121,6 +124,12 @@ def verify(model, path, size, nms: bool, conf_thres, iou_thres, max_det, batch: 
             matched = int((nearest < 1e-2).sum())
             note = "" if matched == len(nearest) else " (equal scores, as random weights give, may keep other boxes)"
             return f"{out.shape[0]} boxes, {matched} equal to PyTorch's within 1e-2{note}"
+        if ort_model.outputs == "decoded":
+            ref = net.decode(net(x))
+            (out,) = ort_model.run(x)
+            diff = (ref - torch.from_numpy(out)).abs()
+            return (f"decoded outputs max abs difference: boxes {diff[..., :4].max().item():.2e} px, "
+                    f"probabilities {diff[..., 4:].max().item():.2e}")
         ref = net(x)
         outs = ort_model.run(x)
         diff = max((r - torch.from_numpy(o)).abs().max().item() for r, o in zip(ref, outs))
@@ -136,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1, help="batch size of a fixed-shape export")
     ap.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     ap.add_argument("--nms", action="store_true", help="decode + NMS inside the graph (final boxes)")
+    ap.add_argument("--raw", action="store_true",
+                    help="end at the raw per-level head outputs (default: decoded boxes, NMS outside)")
     ap.add_argument("--conf-thres", type=float, default=0.25, help="with --nms: score threshold")
     ap.add_argument("--iou-thres", type=float, default=0.45, help="with --nms: NMS IoU threshold")
     ap.add_argument("--max-det", type=int, default=100, help="with --nms: boxes kept per image")
@@ -158,8 +169,10 @@ def main(argv=None) -> int:
         ap.error("--half needs --device cuda (ONNX Runtime's CPU provider has no float16 convolutions)")
     if args.half and not torch.cuda.is_available():
         ap.error("--half needs a CUDA GPU and none is available")
+    if args.nms and args.raw:
+        ap.error("--nms and --raw are two different graph ends: choose one")
     if args.int8 and (args.half or args.nms):
-        ap.error("--int8 quantizes a float32 graph of raw outputs: drop --half / --nms")
+        ap.error("--int8 quantizes a float32 graph without NMS: drop --half / --nms")
     if args.int8 and not args.data:
         ap.error("--int8 needs calibration images: pass --data configs/data/<name>.yaml (its train split)")
     if args.int8 and args.calib_images < 1:
@@ -184,7 +197,7 @@ def main(argv=None) -> int:
         stem, _ = os.path.splitext(os.path.basename(args.weights) if shipped_config else args.weights)
         suffix = f"_{size[0]}" + ("x%d" % size[1] if size[1] != size[0] else "")
         suffix += "_dynamic" if args.dynamic else ""
-        suffix += "_nms" if args.nms else ""
+        suffix += "_nms" if args.nms else "_raw" if args.raw else ""
         suffix += "_fp16" if args.half else ""
         args.output = stem + suffix + ".onnx"
     if classifier is not None:
@@ -203,14 +216,15 @@ def main(argv=None) -> int:
         except QuantizationError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    path = export_onnx(model, args.output, size, batch=args.batch, dynamic=args.dynamic, nms=args.nms,
+    path = export_onnx(model, args.output, size, batch=args.batch, dynamic=args.dynamic, nms=args.nms, raw=args.raw,
                        half=args.half, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
                        max_det=args.max_det, names=names, opset=args.opset, device=args.device,
                        extra_meta={"trained_img_size": trained})
     size_mb = os.path.getsize(path) / 1e6
     print(f"exported {path} ({size_mb:.1f} MB, opset {args.opset}, "
           f"{'dynamic' if args.dynamic else f'{size[0]}x{size[1]} batch {args.batch}'}"
-          f"{', NMS inside' if args.nms else ''}); onnx.checker: ok")
+          f"{', NMS inside' if args.nms else ', raw level outputs' if args.raw else ', decoded boxes'}); "
+          "onnx.checker: ok")
     if not args.no_verify:
         print("check against PyTorch:", verify(model, path, size, args.nms, args.conf_thres, args.iou_thres,
                                                 args.max_det, 1 if args.dynamic else args.batch))

@@ -1,8 +1,9 @@
 """Run a detector over a dataloader and score it with :class:`COCOEvaluator`.
 
 One loop for both engines: a PyTorch ``Detector`` (forward -> decode -> postprocess) and an
-exported ONNX model run by :class:`detector.export.onnx_runtime.ONNXRuntimeDetector` (raw
-outputs decoded like PyTorch's, or final boxes when NMS is inside the graph). Time per image
+exported ONNX model run by :class:`detector.export.onnx_runtime.ONNXRuntimeDetector` (decoded
+boxes filtered by the same rule in numpy, raw outputs decoded like PyTorch's, or final boxes
+when NMS is inside the graph). Time per image
 is split into pre-process (uint8 -> float on the device), inference (network + decode) and NMS.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import time
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +46,7 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
     ``per_class``, ``detections``, ``unreadable_images``: left out of the score) plus ``timing``: ms per image for ``pre``, ``infer``,
     ``nms`` and ``total``.
     """
-    from ..models.postprocess import postprocess
+    from ..models.postprocess import postprocess, postprocess_numpy
 
     dataset = dataloader.dataset
     if evaluator is None:
@@ -79,12 +81,15 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
                 images, metas = batch["images"], batch["meta"]
                 batch_size = max(batch_size, len(metas))
                 t0 = time.perf_counter()
-                x = images.to(device, non_blocking=True).to(dtype) / 255.0
+                if is_torch:
+                    x = images.to(device, non_blocking=True).to(dtype) / 255.0
+                else:  # numpy: no torch op whose idle threads would slow ONNX Runtime's next run
+                    x = images.numpy().astype(np.float32) / np.float32(255.0)
                 _sync(device)
                 t1 = time.perf_counter()
                 times["pre"] += t1 - t0
                 if n_images == 0:  # warm-up (allocations, kernel selection) is not timed
-                    net.predict(x) if (not is_torch and net.has_nms) else net(x)
+                    net(x) if is_torch else net.run(x)
                     _sync(device)
                     t1 = time.perf_counter()
                 if is_torch:
@@ -96,9 +101,9 @@ def evaluate(model, dataloader, conf_thres: float = 0.001, iou_thres: float = 0.
                     preds = net.predict(x)  # thresholds are baked into the graph
                     t2 = time.perf_counter()
                 else:
-                    decoded = net.decode(net(x))
+                    decoded = net.decoded(x)
                     t2 = time.perf_counter()
-                    preds = postprocess(decoded, conf_thres, iou_thres, max_det, multi_label=multi_label)
+                    preds = postprocess_numpy(decoded, conf_thres, iou_thres, max_det, multi_label=multi_label)
                 _sync(device)
                 t3 = time.perf_counter()
                 times["infer"] += t2 - t1

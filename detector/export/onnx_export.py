@@ -1,16 +1,22 @@
-"""ONNX export of a detector: raw head outputs, or final boxes with NMS inside the graph.
+"""ONNX export of a detector, in one of three forms (``outputs``):
 
-Without NMS the graph is the network alone (convolutions, activations, concat, pooling,
-upsampling), which every runtime reads, OpenCV DNN included -- the engine the paper timed on
-CPU; outputs are the raw per-level maps ``out_s8, out_s16, ...`` and boxes are decoded outside
-(:class:`detector.export.onnx_runtime.ONNXRuntimeDetector` rebuilds the decoder from the config
-stored in the file). With NMS, decoding and ONNX's ``NonMaxSuppression`` are part of the graph
-and the single output ``detections`` (K, 7) holds ``[batch_index, x1, y1, x2, y2, score,
-label]`` per kept box, in network-input pixels -- the same boxes as ``postprocess`` gives
-(best class per box, class-aware NMS, top ``max_det`` per image).
+- ``"decoded"`` (the default): the network plus its box decoding; the single output
+  ``predictions`` (B, N, 5+C) holds xyxy boxes in network-input pixels, objectness and class
+  probabilities -- what :meth:`Detector.decode` returns, so only the confidence filter and NMS
+  remain (:func:`detector.models.postprocess.postprocess_numpy`, no torch op per frame). Peers'
+  exports (Ultralytics) end the same way, so benchmark timings compare like with like.
+- ``"raw"``: the network alone; outputs are the raw per-level maps ``out_s8, out_s16, ...``
+  and boxes are decoded outside (:class:`detector.export.onnx_runtime.ONNXRuntimeDetector`
+  rebuilds the decoder from the config stored in the file).
+- ``"nms"``: decoding and ONNX's ``NonMaxSuppression`` are part of the graph and the single
+  output ``detections`` (K, 7) holds ``[batch_index, x1, y1, x2, y2, score, label]`` per kept
+  box, in network-input pixels -- the same boxes as ``postprocess`` gives (best class per box,
+  class-aware NMS, top ``max_det`` per image).
 
-The file carries its own description in ``metadata_props["cspdet"]`` (JSON): class names,
-input size, strides, the model config and, with NMS, the baked-in thresholds.
+The first two hold only convolutions, activations, concat, pooling, upsampling and
+element-wise ops, which every runtime reads, OpenCV DNN included. The file carries its own
+description in ``metadata_props["cspdet"]`` (JSON): class names, input size, strides, the
+output form, the model config and, with NMS, the baked-in thresholds.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import batched_nms
@@ -99,6 +106,17 @@ class DetectorWithNMS(nn.Module):
                           c.unsqueeze(1).to(scores.dtype)), 1)
 
 
+class DecodedOutputs(nn.Module):
+    """The detector and its box decoding as one graph: (B, 3, H, W) -> (B, N, 5+C)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.decode(self.model(x))
+
+
 class RawOutputs(nn.Module):
     """The detector as a graph of its raw level outputs (a tuple, one named output each)."""
 
@@ -110,13 +128,14 @@ class RawOutputs(nn.Module):
         return tuple(self.model(x))
 
 
-def detections_to_predictions(detections, batch_size: int) -> List[Dict[str, torch.Tensor]]:
-    """(K, 7) ``[b, x1, y1, x2, y2, score, label]`` -> per image ``{"boxes", "scores", "labels"}``."""
-    det = torch.as_tensor(detections).float()
+def detections_to_predictions(detections, batch_size: int) -> List[Dict[str, np.ndarray]]:
+    """(K, 7) ``[b, x1, y1, x2, y2, score, label]`` -> per image ``{"boxes", "scores", "labels"}``
+    (numpy arrays, as :func:`~detector.models.postprocess.postprocess_numpy` returns)."""
+    det = np.asarray(detections, dtype=np.float32).reshape(-1, 7)
     out = []
     for b in range(batch_size):
         d = det[det[:, 0] == b]
-        out.append({"boxes": d[:, 1:5], "scores": d[:, 5], "labels": d[:, 6].long()})
+        out.append({"boxes": d[:, 1:5], "scores": d[:, 5], "labels": d[:, 6].astype(np.int64)})
     return out
 
 
@@ -128,13 +147,15 @@ def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
 
 
 def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 320, batch: int = 1,
-                dynamic: bool = False, nms: bool = False, half: bool = False,
+                dynamic: bool = False, nms: bool = False, half: bool = False, raw: bool = False,
                 conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 100,
                 names: Optional[Sequence[str]] = None, opset: int = 17, device="cpu",
                 fuse: bool = True, extra_meta: Optional[Dict[str, Any]] = None) -> Path:
     """Export ``model`` (a :class:`~detector.models.detector.Detector`) to ``path`` and check it.
 
-    ``dynamic`` makes batch, height and width free (multiples of 32); ``half`` exports float16
+    The graph ends in decoded boxes; ``raw`` stops at the per-level head outputs and ``nms``
+    adds NMS (module docstring). ``dynamic`` makes batch, height and width free (multiples of
+    32); ``half`` exports float16
     weights and input (for GPU runtimes; it needs ``device="cuda"``). The model is copied, so the
     caller's model is left as it was. ``fuse`` exports the deployed network (BatchNorm folded and
     re-parameterised for ONNX Runtime's blocked layout, :mod:`detector.models.deploy`; same
@@ -144,6 +165,9 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     import onnx
 
     h, w = _size_hw(img_size)
+    if nms and raw:
+        raise ValueError("choose one of nms (final boxes) and raw (per-level outputs)")
+    outputs = "nms" if nms else "raw" if raw else "decoded"
     device = torch.device(device)
     if half and device.type != "cuda":
         raise ValueError("--half export needs a CUDA device (float16 convolutions are a GPU "
@@ -157,15 +181,20 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     if nms:
         wrapper = DetectorWithNMS(net, conf_thres, iou_thres, max_det)
         output_names = ["detections"]
-    else:
+    elif raw:
         wrapper = RawOutputs(net)
         output_names = [f"out_s{s}" for s in net.strides]
+    else:
+        wrapper = DecodedOutputs(net)
+        output_names = ["predictions"]
     dummy = torch.zeros(batch, 3, h, w, device=device, dtype=torch.float16 if half else torch.float32)
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
         if nms:
             dynamic_axes["detections"] = {0: "num_detections"}
+        elif not raw:
+            dynamic_axes["predictions"] = {0: "batch", 1: "boxes"}
         else:
             for name in output_names:
                 dynamic_axes[name] = {0: "batch", 2: f"{name}_h", 3: f"{name}_w"}
@@ -188,6 +217,7 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
         "strides": [int(s) for s in net.strides],
         "num_levels": num_levels,
         "nms": bool(nms),
+        "outputs": outputs,
         "half": bool(half),
         "model": getattr(net, "config", {}),
     }

@@ -1,9 +1,12 @@
 """ONNX Runtime backend for exported detectors (evaluation, demo, benchmark).
 
-:class:`ONNXRuntimeDetector` mirrors the PyTorch detector's interface: ``det(x)`` gives the raw
-level outputs and ``det.decode(raw)`` the decoded boxes -- the decoder is the PyTorch head's,
-rebuilt from the model config stored in the file, so both engines decode identically -- or,
-for a graph exported with NMS, ``det.predict(x)`` gives final boxes.
+:class:`ONNXRuntimeDetector` runs any of the three export forms (:mod:`.onnx_export`):
+``det.predict(x)`` gives final boxes, ``det.decoded(x)`` the decoded (B, N, 5+C) array. The
+default (decoded) form needs no torch op at all per frame: the confidence filter and NMS are
+numpy + OpenCV (:func:`detector.models.postprocess.postprocess_numpy`), so ONNX Runtime's
+threads are not slowed by torch's idle-spinning OpenMP threads. A raw-output file (``--raw``)
+is decoded by the PyTorch head, rebuilt from the model config stored in the file, so both
+engines decode identically; ``det(x)`` and ``det.decode(raw)`` mirror the PyTorch detector.
 """
 from __future__ import annotations
 
@@ -92,13 +95,15 @@ class ONNXRuntimeDetector:
         self.num_classes = int(self.meta["num_classes"])
         self.strides = list(self.meta["strides"])
         self.has_nms = bool(self.meta.get("nms"))
+        # files written before the decoded form existed have no "outputs" key: raw or nms
+        self.outputs = self.meta.get("outputs") or ("nms" if self.has_nms else "raw")
         size = self.meta.get("img_size")
         self.img_size = tuple(size) if size else None  # (h, w) for a fixed-size export
         self.batch = self.meta.get("batch")
         self._decoder = None
 
     def __repr__(self):
-        return f"ONNXRuntimeDetector({self.path.name}, nms={self.has_nms}, size={self.img_size})"
+        return f"ONNXRuntimeDetector({self.path.name}, outputs={self.outputs}, size={self.img_size})"
 
     def _check_input(self, x) -> np.ndarray:
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -128,8 +133,9 @@ class ONNXRuntimeDetector:
 
     def __call__(self, x) -> List[torch.Tensor]:
         """Raw level outputs as float tensors, like ``Detector.forward``."""
-        if self.has_nms:
-            raise RuntimeError(f"{self.path.name} has NMS inside; call predict() for its final boxes")
+        if self.outputs != "raw":
+            raise RuntimeError(f"{self.path.name} ends in {self.outputs} boxes, not raw level outputs; "
+                               "call predict() (or decoded()) instead")
         return [torch.from_numpy(o).float() for o in self.run(x)]
 
     @property
@@ -147,15 +153,28 @@ class ONNXRuntimeDetector:
         with torch.inference_mode():
             return self.decoder.decode(list(raw))
 
-    def predict(self, x, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300
-                ) -> List[Dict[str, torch.Tensor]]:
-        """Per image ``{"boxes", "scores", "labels"}`` in input pixels.
+    def decoded(self, x) -> np.ndarray:
+        """Decoded boxes (B, N, 5+C) float32: xyxy input pixels, objectness, class probabilities."""
+        if self.outputs == "decoded":
+            return self.run(x)[0].astype(np.float32, copy=False)
+        if self.outputs == "raw":
+            return self.decode(self(x)).numpy()
+        raise RuntimeError(f"{self.path.name} has NMS inside; call predict() for its final boxes")
 
-        For a graph with NMS the thresholds baked in at export time apply (see ``meta``).
+    def predict(self, x, conf_thres: Optional[float] = None, iou_thres: float = 0.45, max_det: int = 300,
+                multi_label: bool = False) -> List[Dict[str, np.ndarray]]:
+        """Per image ``{"boxes", "scores", "labels"}`` (numpy) in input pixels.
+
+        ``conf_thres`` None means 0.25. For a graph with NMS the thresholds baked in at export
+        time apply (see ``meta``); a given ``conf_thres`` above them still filters its boxes.
         """
         if self.has_nms:
             (dets,) = self.run(x)
-            return detections_to_predictions(torch.from_numpy(dets), x.shape[0])
-        from ..models.postprocess import postprocess
+            preds = detections_to_predictions(dets, x.shape[0])
+            if conf_thres is None:
+                return preds
+            return [{k: v[p["scores"] > conf_thres] for k, v in p.items()} for p in preds]
+        from ..models.postprocess import postprocess_numpy
 
-        return postprocess(self.decode(self(x)), conf_thres, iou_thres, max_det)
+        conf = 0.25 if conf_thres is None else conf_thres
+        return postprocess_numpy(self.decoded(x), conf, iou_thres, max_det, multi_label)
