@@ -107,3 +107,17 @@ def test_eval_tool_on_yolo_data_writes_coco_results(model, tmp_path, capsys):
     onnx_path = export_onnx(model, tmp_path / "m.onnx", 160)
     with pytest.raises(ConfigError, match="exported for 160x160"):
         _tool("eval").main(["--weights", str(onnx_path), "--data", DATA["yolo"], "--size", "128"])
+
+
+def test_an_export_carries_its_data_so_eval_needs_no_data_flag(model, tmp_path, capsys):
+    names = build_dataset(DATA["yolo"], "val", 128).names
+    ckpt = save_checkpoint({"model": model.state_dict(), "names": names,
+                            "config": {"model": model.config, "data": DATA["yolo"], "train": {"img_size": 128},
+                                       "eval": {"conf_thres": 0.002}}}, tmp_path / "best.pt")
+    assert _tool("export").main(["--weights", str(ckpt), "--no-verify"]) == 0
+    onnx_path = tmp_path / "best_128.onnx"
+    capsys.readouterr()
+    assert _tool("eval").main(["--weights", str(onnx_path), "--max-images", "2", "--workers", "0",
+                               "--batch", "2", "--save-json", str(tmp_path / "d.json")]) == 0
+    out = capsys.readouterr().out
+    assert "conf 0.002" in out and "AP50" in out  # the checkpoint's eval section came along

@@ -4,7 +4,7 @@
     python tools/eval.py --weights runs/csppelee_efm_sam/best.pt                      # its own data/size
     python tools/eval.py --weights best.pt --data other.yaml --allow-name-mismatch   # same classes, other names
     python tools/eval.py --weights best.pt --data configs/data/coco.yaml --size 416 --batch 16
-    python tools/eval.py --weights best_320.onnx --data configs/data/coco128_yolo.yaml  # ONNX Runtime
+    python tools/eval.py --weights best_320.onnx                                      # ONNX Runtime, the data it was exported with
     python tools/eval.py --weights best.pt --device cuda --half
 
 Prints AP, AP50, AP75, APs, APm, APl, a per-class AP table and the time per image split into

@@ -98,6 +98,24 @@ def verify_classifier(model, path, size) -> str:
     return f"logits max abs difference {(ref - torch.from_numpy(out)).abs().max().item():.2e}"
 
 
+def export_meta(config, trained: int) -> dict:
+    """What an exported file carries from its checkpoint besides the network: the trained size
+    and the data and eval sections, so that ``cspdet eval --weights best_320.onnx`` needs no
+    --data (JSON-safe values only; a section that is not is left out)."""
+    import json
+
+    meta = {"trained_img_size": trained}
+    for key in ("data", "eval"):
+        value = config.get(key)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        if value:
+            meta[key] = value
+    return meta
+
+
 def verify(model, path, size, nms: bool, conf_thres, iou_thres, max_det, batch: int = 1) -> str:
     """Run PyTorch and ONNX Runtime on the same random input and report the difference."""
     import copy
@@ -219,7 +237,7 @@ def main(argv=None) -> int:
     path = export_onnx(model, args.output, size, batch=args.batch, dynamic=args.dynamic, nms=args.nms, raw=args.raw,
                        half=args.half, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
                        max_det=args.max_det, names=names, opset=args.opset, device=args.device,
-                       extra_meta={"trained_img_size": trained})
+                       extra_meta=export_meta(config, trained))
     size_mb = os.path.getsize(path) / 1e6
     print(f"exported {path} ({size_mb:.1f} MB, opset {args.opset}, "
           f"{'dynamic' if args.dynamic else f'{size[0]}x{size[1]} batch {args.batch}'}"
