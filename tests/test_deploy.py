@@ -129,7 +129,8 @@ def test_exported_graph_has_no_slice_max_or_ceil_pool(flagship_onnx):
 
 
 def test_ort_keeps_the_flagship_in_its_blocked_layout(flagship_onnx, tmp_path):
-    """The profile-derived property itself: ORT inserts layout reorders only at the outputs."""
+    """The profile-derived property itself: ORT inserts layout reorders only at the outputs (and
+    around the 8-channel pieces of the slim backbone's first stage, which no form can avoid)."""
     import onnx
     import onnxruntime as ort
 
@@ -142,10 +143,26 @@ def test_ort_keeps_the_flagship_in_its_blocked_layout(flagship_onnx, tmp_path):
     if not any("nchwc" in n.domain for n in graph.node):
         pytest.skip("this CPU has no blocked (NCHWc) kernels in ONNX Runtime")
     outputs = {o.name for o in graph.output}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def in_narrow_stage(node):
+        """The flagship's stage 1 grows by 16 channels per dense layer: its two branches give
+        8-channel pieces, narrower than ORT's 16-channel block on AVX-512 CPUs, so ORT reorders
+        around them whatever the graph's form (the stage is still faster than at growth 32;
+        docs/detector.md, "Flagship widths")."""
+        near = [producer.get(node.input[0])] + consumers.get(node.output[0], [])
+        return any(m is not None and "/stages.0/blocks/" in m.name for m in near)
+
     reorders = [n for n in graph.node if n.op_type in ("ReorderInput", "ReorderOutput")]
-    stray = [n.name for n in reorders if not (n.op_type == "ReorderOutput" and n.output[0] in outputs)]
+    stray = [n.name for n in reorders if not (n.op_type == "ReorderOutput" and n.output[0] in outputs)
+             and not in_narrow_stage(n)]
     assert not stray, f"layout reorders inside the graph: {stray}"
-    unblocked = [n.name for n in graph.node if n.op_type in ("AveragePool", "MaxPool", "Conv") and "nchwc" not in n.domain]
+    unblocked = [n.name for n in graph.node if n.op_type in ("AveragePool", "MaxPool", "Conv")
+                 and "nchwc" not in n.domain and "/stages.0/blocks/" not in n.name]
     assert not unblocked, unblocked
 
 

@@ -37,7 +37,7 @@ def save_classifier(cfg_path, path, seed, num_classes=7, ema=True, prefix=""):
 
 def test_classifier_checkpoint_loads_as_a_detector_backbone(tmp_path):
     path = tmp_path / "csppeleenet_cls" / "best.pt"
-    src = save_classifier(CFG / "backbones" / "csppeleenet.yaml", path, seed=11)
+    src = save_classifier(CFG / "backbones" / "csppeleenet_slim.yaml", path, seed=11)  # the flagship's
     det = build_model(CFG / "csppelee_efm_sam.yaml", [f"model.backbone_weights={path}"])
     assert det.backbone_weights == str(path)
     # what the trainer does at the start of training
@@ -52,7 +52,7 @@ def test_classifier_checkpoint_loads_as_a_detector_backbone(tmp_path):
 
 def test_classifier_without_ema_and_ddp_keys(tmp_path):
     path = tmp_path / "cls.pt"
-    src = save_classifier(CFG / "backbones" / "csppeleenet.yaml", path, seed=3, ema=False,
+    src = save_classifier(CFG / "backbones" / "csppeleenet_slim.yaml", path, seed=3, ema=False,
                           prefix="module.")  # saved from a DDP-wrapped model
     det = build_model(CFG / "csppelee_efm_sam.yaml")
     load_pretrained_backbone(det.backbone, path)
@@ -61,9 +61,9 @@ def test_classifier_without_ema_and_ddp_keys(tmp_path):
 
 def test_classifier_of_another_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "peleenet_cls.pt"
-    save_classifier(CFG / "backbones" / "peleenet.yaml", path, seed=5)
+    save_classifier(CFG / "backbones" / "peleenet_slim.yaml", path, seed=5)
     det = build_model(CFG / "csppelee_efm_sam.yaml", [f"model.backbone_weights={path}"])
-    with pytest.raises(CheckpointError, match=r"peleenet_cls.pt \(a 'peleenet' model\) for "
-                                              r"backbone 'csppeleenet' does not fit.*another "
+    with pytest.raises(CheckpointError, match=r"peleenet_cls.pt \(a 'peleenet_slim' model\) for "
+                                              r"backbone 'csppeleenet_slim' does not fit.*another "
                                               r"architecture"):
         load_pretrained_backbone(det.backbone, det.backbone_weights)
