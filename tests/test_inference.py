@@ -102,3 +102,37 @@ def test_checkpoint_predictor_matches_the_model(tmp_path):
     save_checkpoint({"model": source.model.state_dict(), "config": {"model": cfg}}, other)
     with pytest.raises(CheckpointError, match="does not fit"):
         Predictor(other)
+
+
+def test_onnx_predictor_runs_no_torch_op_but_nms(tmp_path):
+    """An ONNX frame touches torch only for NMS on the few candidates: torch's idle-spinning
+    OpenMP threads after a large op slowed ONNX Runtime's next run (docs/deploy.md)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from detector.export.onnx_export import export_onnx
+    from model_fixtures import calibrated_detector
+
+    model = calibrated_detector({"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
+                                           "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}})
+    with torch.no_grad():
+        for pred in model.head.preds:
+            pred.bias.add_(3.0)  # boxes above the threshold, so NMS has work
+    path = export_onnx(model, tmp_path / "m.onnx", 128, names=["a", "b", "c"])
+    predictor = Predictor(path, conf_thres=0.3)
+    frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Ops() as ops:
+        det = predictor(frame)
+    assert len(det["boxes"]) > 0 and "torchvision.nms.default" in ops.names
+    trivial = {"aten.lift_fresh.default", "aten.slice.Tensor", "aten.detach.default", "aten.alias.default"}
+    assert set(ops.names) - trivial == {"torchvision.nms.default"}, ops.names
+    assert set(predictor.timing) == {"pre", "model", "post"} and predictor.timing["model"] > 0
