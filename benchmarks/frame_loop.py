@@ -34,7 +34,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-PARTS = ("read", "pre", "model", "post", "draw")
+from detector.cli import demo  # noqa: E402
+from detector.cli.demo import PARTS  # noqa: E402
 
 
 def make_video(data: str, path: Path, frames: int, size) -> Path:
@@ -81,11 +82,9 @@ def model_alone(predictor, frame: np.ndarray, runs: int) -> float:
     return float(np.median(samples))
 
 
-def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: float) -> Dict[str, List[float]]:
-    """Per round: the demo loop's part medians, its FPS, and the model alone."""
+def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: float):
+    """Per round: the demo loop's part medians, its FPS and the model alone; and the backend."""
     import cv2
-
-    from detector.cli import demo
 
     cap = cv2.VideoCapture(source)
     ok, frame = cap.read()
@@ -93,6 +92,7 @@ def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: 
     if not ok:
         raise SystemExit(f"error: cannot read a frame from {source}")
     out: Dict[str, List[float]] = {k: [] for k in (*PARTS, "fps", "alone")}
+    backend = None
     for _ in range(rounds):
         args = demo.parse_args(["--weights", weights, "--source", source, "--no-show", "--max-frames",
                                 str(frames), "--conf-thres", str(conf)]
@@ -102,8 +102,8 @@ def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: 
             out[k].append(stats["timing"][k])
         out["fps"].append(stats["mean_fps"])
         out["alone"].append(model_alone(stats["predictor"], frame, frames))
-        out.setdefault("backend", []).append(stats["backend"])
-    return out
+        backend = stats["backend"]
+    return out, backend
 
 
 def spread(values: List[float], spec: str = ".2f") -> str:
@@ -152,10 +152,10 @@ def main(argv=None) -> int:
     print("| weights | backend | read | pre | model | post | draw | pre + post | model alone | "
           "in loop / alone | loop FPS |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for wt, r in results.items():
+    for wt, (r, backend) in results.items():
         around = [p + q for p, q in zip(r["pre"], r["post"])]
         ratio = [m / a for m, a in zip(r["model"], r["alone"])]
-        print(f"| {Path(wt).name} | {r['backend'][0]} | " + " | ".join(spread(r[k]) for k in PARTS)
+        print(f"| {Path(wt).name} | {backend} | " + " | ".join(spread(r[k]) for k in PARTS)
               + f" | {spread(around)} | {spread(r['alone'])} | {spread(ratio)}x | {spread(r['fps'], '.1f')} |")
     print()
     print("ms per frame, median over the round's frames; median (min-max) over rounds. read = waiting "

@@ -210,12 +210,10 @@ class Predictor:
         t1 = time.perf_counter()
         dets = self._predict(x)
         results = []
-        for det, (ratio, pad, shape) in zip(dets, metas):
-            labels = det["labels"].astype(np.int64)
-            results.append({"boxes": unletterbox_boxes(det["boxes"], ratio, pad, shape).astype(np.float32),
-                            "scores": det["scores"].astype(np.float32),
-                            "labels": labels,
-                            "names": [self.names[i] for i in labels]})
+        for det, (ratio, pad, shape) in zip(dets, metas):  # float32 boxes/scores, int64 labels
+            results.append({"boxes": unletterbox_boxes(det["boxes"], ratio, pad, shape),
+                            "scores": det["scores"], "labels": det["labels"],
+                            "names": [self.names[i] for i in det["labels"]]})
         t3 = time.perf_counter()
         self.timing["pre"] = (t1 - t0) * 1e3
         self.timing["post"] = (t3 - t1) * 1e3 - self.timing["model"]

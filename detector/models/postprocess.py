@@ -3,7 +3,7 @@
 Input is :meth:`Detector.decode`'s output (B, N, 5+C); boxes stay in network-input pixels (map
 them back to the original image with :func:`detector.data.letterbox.unletterbox_boxes`).
 
-Two entry points, one rule and one NMS (``torchvision.ops.batched_nms``): :func:`postprocess`
+Two entry points, one rule and one NMS (torchvision's, class-aware): :func:`postprocess`
 on torch tensors for the PyTorch detector, :func:`postprocess_numpy` on numpy arrays for ONNX
 Runtime. The numpy one does the work over all N x C scores in numpy and hands only the few
 candidates to NMS, so a frame run through ONNX Runtime has no large torch op: torch's OpenMP
@@ -80,7 +80,8 @@ def postprocess_numpy(decoded: np.ndarray, conf_thres: float = 0.25, iou_thres: 
         scores = np.ascontiguousarray(scores, np.float32)
         # batched_nms's own trick, done in numpy so that one torch op runs: shifting each class
         # by more than the largest coordinate keeps boxes of different classes apart
-        shifted = boxes + (labels * (float(boxes.max()) + 1 if len(boxes) else 0.0))[:, None].astype(np.float32)
+        step = float(boxes.max()) + 1 if len(boxes) else 0.0
+        shifted = boxes + (labels[:, None] * step).astype(np.float32)
         keep = nms(torch.from_numpy(shifted), torch.from_numpy(scores), iou_thres)[:max_det].numpy()
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep].astype(np.int64)})
     return results
