@@ -84,3 +84,13 @@ def test_console_entry_point_reports_a_missing_file_without_traceback(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr
     assert MISSING in res.stderr and "Traceback" not in res.stderr
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_a_traceback(tmp_path):
+    """`cspdet model-info ... | head -1`: the reader closes the pipe before the command writes."""
+    proc = subprocess.Popen([sys.executable, "-m", "detector.cli", "model-info", "--cfg", "csppeleenet",
+                             "--size", "64"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # closed long before the model is built and printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -81,6 +81,10 @@ def run_command(name: str, argv=None) -> int:
     except KeyboardInterrupt:
         print(f"cspdet {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cspdet model-info ... | head` closed the pipe: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second traceback when Python flushes stdout
+        return 0
     except Exception as e:  # noqa: BLE001 -- sorted into user errors and bugs just below
         if not is_user_error(e) or os.environ.get("CSPDET_DEBUG"):
             raise
