@@ -79,6 +79,8 @@ def test_every_set_of_the_file_builds_a_config_per_variant(tmp_path):
     assert [s["fusion"] for s in seen[("fusion", "fusion first")]["model"]["backbone"]["stages"]] == ["first"] * 4
     assert seen[("gamma", "gamma 0.25")]["model"]["backbone"]["stage_defaults"]["split_ratio"] == 0.25
     assert seen[("activation", "Swish")]["model"]["head"]["act"] == "swish"
+    assert seen[("activation", "ReLU")]["model"]["neck"]["act"] == "relu"  # the flagship as it is
+    assert seen[("activation", "LReLU")]["model"]["neck"]["act"]["name"] == "leaky_relu"
 
 
 def test_set_dotted_and_clear_errors(capsys):

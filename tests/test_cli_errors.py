@@ -94,3 +94,15 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_a_traceback(tmp_path
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_swallowed(monkeypatch):
+    """Only a closed stdout is a normal end; a broken worker pipe stays a failure."""
+    import detector.cli.model_info as tool
+
+    def broken(argv=None):
+        raise BrokenPipeError("a data-loader worker's pipe")
+
+    monkeypatch.setattr(tool, "main", broken)
+    with pytest.raises(BrokenPipeError):
+        run_command("model-info", [])

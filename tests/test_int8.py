@@ -173,3 +173,25 @@ def test_each_concat_chain_shares_one_range_so_ort_copies_bytes(checkpoint, tmp_
         assert all(qparams(p) == out_q for p in ins), n.name
         checked += 1
     assert checked >= 5  # the dense layers' concatenations
+
+
+def test_concat_range_groups_follow_chains_and_range_passing_ops():
+    """Chained concats and the max-pool in front of one share a group; integer shape concats
+    form their own group (they get no override: the calibrator has no range for them); a
+    skipped (float decode) concat joins nothing; max-pool indices are not linked."""
+    from onnx import TensorProto, helper
+
+    from detector.export.quantize import concat_range_groups
+
+    f = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, None)  # noqa: E731
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], name="pool"),
+        helper.make_node("Concat", ["p", "y"], ["c1"], axis=1, name="cat1"),
+        helper.make_node("Concat", ["c1", "z"], ["c2"], axis=1, name="cat2"),
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Concat", ["s", "s"], ["sc"], axis=0, name="shape_cat"),
+        helper.make_node("Concat", ["w", "v"], ["out"], axis=1, name="decode_cat"),
+    ]
+    graph = helper.make_graph(nodes, "g", [f(n) for n in "xyzwv"], [f("c2"), f("out")])
+    groups = sorted(sorted(g) for g in concat_range_groups(helper.make_model(graph), ["decode_cat"]))
+    assert groups == [["c1", "c2", "p", "x", "y", "z"], ["s", "sc"]]

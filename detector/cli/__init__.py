@@ -72,18 +72,37 @@ def is_user_error(error: BaseException) -> bool:
     return False
 
 
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout
+        return False
+
+
 def run_command(name: str, argv=None) -> int:
     """Run subcommand ``name`` (a key of COMMANDS) with ``argv``; returns its exit status."""
     set_thread_policy()
     module = importlib.import_module(f"detector.cli.{COMMANDS[name][0]}")
     try:
-        return int(module.main(argv) or 0)
+        status = int(module.main(argv) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        return status
     except KeyboardInterrupt:
         print(f"cspdet {name}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `cspdet model-info ... | head` closed the pipe: not an error
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (e.g. a data-loader worker's): a real failure
+            raise
+        # `cspdet model-info ... | head` stopped reading: not an error. Point stdout at
+        # /dev/null so that Python's exit-time flush does not print a second traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # no second traceback when Python flushes stdout
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
     except Exception as e:  # noqa: BLE001 -- sorted into user errors and bugs just below
         if not is_user_error(e) or os.environ.get("CSPDET_DEBUG"):

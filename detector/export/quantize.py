@@ -8,11 +8,11 @@ scaling as inference (:class:`detector.inference.Predictor`). The prediction con
 decoding after them stay float: their logits feed sigmoid and pixel coordinates, where 8-bit
 steps cost AP, and they are a tiny share of the time.
 
-Every channel concatenation quantizes its inputs and its output with one range (the union
-of their calibrated ranges; :func:`concat_range_overrides`). ORT's ``QLinearConcat`` then
-copies bytes instead of re-quantizing each input through a lookup table, which took 16% of
-the INT8 flagship's time with a range per tensor; dense blocks chain their concatenations,
-so a whole chain shares one range.
+Every channel concatenation (outside the float decode part) quantizes its inputs and its
+output with one range, the union of their calibrated ranges (:func:`concat_range_overrides`).
+ORT's ``QLinearConcat`` then copies bytes instead of re-quantizing each input through a
+lookup table, which took 16% of the INT8 flagship's time with a range per tensor; dense
+blocks chain their concatenations, so a whole chain shares one range.
 
 The quantized file keeps the fp32 file's ``cspdet`` metadata (plus ``"int8": true`` and the
 calibration set), so eval, demo and Predictor open it like any export.
@@ -133,7 +133,8 @@ def concat_range_groups(model, skip_nodes=()) -> List[List[str]]:
             concats.add(node.output[0])
             linked = list(node.input) + list(node.output)
         elif node.op_type in SAME_RANGE_OPS and node.input:
-            linked = node.input[:1] + list(node.output)
+            # the data input and output; not TopK / MaxPool indices (Split: every part)
+            linked = node.input[:1] + (list(node.output) if node.op_type == "Split" else node.output[:1])
         else:
             continue
         for t in linked:
@@ -146,8 +147,10 @@ def concat_range_groups(model, skip_nodes=()) -> List[List[str]]:
 
 
 def concat_range_overrides(model_path: Path, reader, skip_nodes=()) -> dict:
-    """``TensorQuantOverrides`` giving every tensor of a :func:`concat_range_groups` group the
-    group's calibrated range (one extra calibration pass, over those ops' tensors only)."""
+    """``TensorQuantOverrides`` giving every calibrated tensor of a :func:`concat_range_groups`
+    group the group's range. Costs one extra calibration pass over those ops' tensors (about
+    as long as the quantizer's own); tensors the calibrator does not see (initializers,
+    integer shapes) get no override."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
@@ -170,7 +173,8 @@ def concat_range_overrides(model_path: Path, reader, skip_nodes=()) -> dict:
         lo = np.float32(min(np.min(r[0]) for r in known))
         hi = np.float32(max(np.max(r[1]) for r in known))
         for t in group:
-            overrides[t] = [{"rmin": lo, "rmax": hi}]
+            if t in ranges:
+                overrides[t] = [{"rmin": lo, "rmax": hi}]
     return overrides
 
 
