@@ -81,6 +81,15 @@ def test_time_blocks_runs_each_model_in_back_to_back_blocks(bench):
     assert bench.ratio(rounds, ("a",), ("b",)) == (3.0, 2.0, 4.0)
 
 
+def test_ort_fp32_and_int8_are_timed_in_the_same_rounds(bench):
+    """An INT8-vs-fp32 ratio from two passes minutes apart reads the machine's drift (seen:
+    0.72x in one run, 1.06x in the next); one pass makes its rounds pair up in time."""
+    passes = bench.timing_passes(["pytorch", "onnxruntime", "opencv"], 8, int8=True)
+    assert passes == [(["pytorch"], 1), (["pytorch"], 8), (["onnxruntime", "int8"], 1),
+                      (["onnxruntime"], 8), (["opencv"], 1), (["opencv"], 8)]
+    assert bench.timing_passes(["onnxruntime"], 0, int8=False) == [(["onnxruntime"], 1)]
+
+
 def test_peers_include_yolo26n(bench):
     assert bench.PEERS["yolo26n"] == "yolo26n.yaml"
     pytest.importorskip("ultralytics")

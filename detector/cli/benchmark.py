@@ -11,7 +11,8 @@ at batch ``--throughput-batch`` in PyTorch, ONNX Runtime and OpenCV DNN, all wit
 threads. Within an engine the models are timed alternately, round after round, so that load
 from other processes hits them all alike; engines run one after another (their idle thread
 pools would otherwise slow each other down), and ONNX Runtime sessions share one global
-thread pool. Models are timed in alternating *blocks* of back-to-back runs (``--block``
+thread pool; so ORT's fp32 and INT8 files are timed in the same rounds, and the INT8 ratios
+compare runs made at the same moment. Models are timed in alternating *blocks* of back-to-back runs (``--block``
 runs of one model, then of the next, ``--iters`` rounds): one call at a time interleaved
 would measure small models with cold caches. Each cell is the median over rounds, with the
 spread (min-max of the round medians); ratios are taken per round, in the same run.
@@ -374,9 +375,9 @@ def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequ
                 results[(m.name, s, "int8", 1)] = {"error": "quantization failed"}
             else:
                 files[(m.name, s, -1)] = q
-    for engine in run_engines:
-        for batch in ([1] if engine == "int8" else sorted({1, tp_batch} - {0})):
-            runners = {}
+    for pass_engines, batch in timing_passes(engines, tp_batch, "int8" in run_engines):
+        runners = {}
+        for engine in pass_engines:
             for m, s in jobs:
                 key = (m.name, s, engine, batch)
                 if key in results:
@@ -386,9 +387,10 @@ def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequ
                     runners[key] = make_runner(engine, m, path, s, batch, threads)
                 except Exception as e:  # an engine that cannot run a graph: say so in the table
                     results[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+        if runners:
             n = iters if batch == 1 else max(2, iters // 4)
             samples = time_blocks(runners, n, block if batch == 1 else max(1, block // 4),
-                                  warmup if batch == 1 else 1, f"{engine} batch {batch}")
+                                  warmup if batch == 1 else 1, f"{'+'.join(pass_engines)} batch {batch}")
             for key, times in samples.items():
                 ms = median_ms(times)
                 results[key] = {"ms": ms, "min_ms": 1000 * min(times), "max_ms": 1000 * max(times),
@@ -396,6 +398,19 @@ def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequ
                 rounds_of[key] = times
             del runners
     return results, rounds_of, files
+
+
+def timing_passes(engines: Sequence[str], tp_batch: int, int8: bool) -> List[Tuple[List[str], int]]:
+    """(engines, batch) timed together, pass after pass. Engines run in separate passes (an idle
+    thread pool of one slows the other down), except ONNX Runtime fp32 and INT8 at batch 1:
+    they share one thread pool, and timing them in the same rounds makes INT8-vs-fp32 ratios
+    (INT8 flagship / YOLO11n fp32) as robust to the machine's drift as the fp32 ones."""
+    passes = []
+    for engine in engines:
+        for batch in sorted({1, tp_batch} - {0}):
+            both = engine == "onnxruntime" and batch == 1 and int8
+            passes.append((["onnxruntime", "int8"] if both else [engine], batch))
+    return passes
 
 
 def ratio(rounds_of, a, b) -> Optional[Tuple[float, float, float]]:
