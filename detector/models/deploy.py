@@ -25,11 +25,7 @@ The rewrites, each exact (outputs equal to float rounding; tests/test_deploy.py)
   and ``max(a, b) = a + relu(b - a)`` from blocked ops.
 * **Aligned widths**: a dense layer's bottleneck narrower than a block (8 channels in
   CSPPeleeNet's first stage) gets zero channels up to 16; zero weights, zero bias and an
-  activation with ``act(0) = 0`` leave every output unchanged. The channels a dense layer
-  adds get the same padding when they are narrower than a block (8 per branch in the slim
-  flagship's first stage, :func:`pad_dense_growth`): every later conv reading the growing
-  map gets zero input columns there. Without it ORT reordered around each 8-channel piece
-  (13 reorder nodes, 3-6% of the flagship's kernel time).
+  activation with ``act(0) = 0`` leave every output unchanged.
 
 OpenCV DNN runs the rewritten graph as well (only Conv, Concat, Add, Relu, pooling, Resize,
 Mul, Sigmoid). The rewrite needs BatchNorm folded first (``Detector.fuse`` does both).
@@ -252,83 +248,10 @@ def input_cuts(stage: nn.Module, out_cuts: Iterable[int]) -> set:
 def _pad_dense_blocks(blocks: nn.Sequential) -> None:
     """Align the bottleneck widths of two-way / plain dense layers (exact)."""
     for blk in blocks:
-        pairs = [("branch1a", "branch1b"), ("branch2a", "branch2b"), ("branch2b", "branch2c"),
-                 ("conv1", "conv2")]
+        pairs = [("branch1a", "branch1b"), ("branch2a", "branch2b"), ("conv1", "conv2")]
         for a, b in pairs:
             if isinstance(getattr(blk, a, None), ConvAct) and isinstance(getattr(blk, b, None), ConvAct):
                 pad_pair(getattr(blk, a), getattr(blk, b))
-
-
-# a dense layer's convs that read its input map / that produce the channels it adds
-DENSE_READERS = {"TwoWayDenseLayer": ("branch1a", "branch2a"), "DenseLayer": ("conv1",)}
-DENSE_GROWERS = {"TwoWayDenseLayer": ("branch1b", "branch2c"), "DenseLayer": ("conv2",)}
-
-
-def _spread_columns(unit: ConvAct, layout: List[int]) -> None:
-    """Give ``unit``'s conv one input column per entry of ``layout``: the real channel's
-    weights where ``layout[i] >= 0``, zeros where the map holds a padding channel."""
-    conv = unit.conv
-    w = torch.zeros(conv.out_channels, len(layout), *conv.weight.shape[2:], dtype=conv.weight.dtype,
-                    device=conv.weight.device)
-    idx = torch.tensor([i for i, r in enumerate(layout) if r >= 0], device=w.device)
-    src = torch.tensor([r for r in layout if r >= 0], device=w.device)
-    w[:, idx] = conv.weight.data[:, src]
-    new = nn.Conv2d(len(layout), conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, bias=True).to(w.device, w.dtype)
-    new.weight.data.copy_(w)
-    new.bias.data.copy_(conv.bias.data if conv.bias is not None else torch.zeros(conv.out_channels))
-    unit.conv = new
-
-
-def _pad_rows(unit: ConvAct, multiple: int) -> int:
-    """Zero output rows up to a multiple of ``multiple``; returns the padding added."""
-    conv = unit.conv
-    c = conv.out_channels
-    extra = -(-c // multiple) * multiple - c
-    if extra:
-        w = torch.cat([conv.weight.data, conv.weight.data.new_zeros(extra, *conv.weight.shape[1:])])
-        b = conv.bias.data if conv.bias is not None else conv.weight.data.new_zeros(c)
-        new = nn.Conv2d(conv.in_channels, c + extra, conv.kernel_size, conv.stride, conv.padding,
-                        conv.dilation, bias=True).to(w.device, w.dtype)
-        new.weight.data.copy_(w)
-        new.bias.data.copy_(torch.cat([b, b.new_zeros(extra)]))
-        unit.conv = new
-    return extra
-
-
-def pad_dense_growth(blocks: nn.Sequential, consumers: Sequence[ConvAct], in_channels: int,
-                     multiple: int = BLOCK) -> bool:
-    """Zero-pad the channels each dense layer adds (8 per branch in the slim flagship's first
-    stage) to whole blocks, so that the growing concatenation stays block-aligned in ORT.
-
-    Every later conv reading the map (the next layers' first convs, then ``consumers``, which
-    read the block's output) gets zero input columns where the padding sits. Exact when every
-    grower's ``act(0) == 0``. Returns False (nothing changed) when there is nothing to pad or a
-    layer is not a plain dense layer built from :class:`ConvAct` units.
-    """
-    names = [type(b).__name__ for b in blocks]
-    if not names or any(n not in DENSE_GROWERS for n in names):
-        return False
-    units = [getattr(b, a) for b in blocks for a in DENSE_READERS[type(b).__name__] + DENSE_GROWERS[type(b).__name__]]
-    if not all(isinstance(u, ConvAct) and u.conv.groups == 1 for u in list(units) + list(consumers)):
-        return False
-    growers = [getattr(b, a) for b in blocks for a in DENSE_GROWERS[type(b).__name__]]
-    if all(g.conv.out_channels % multiple == 0 for g in growers) or not all(_zero_at_zero(g.act) for g in growers):
-        return False
-    layout, real = list(range(in_channels)), in_channels
-    for blk in blocks:
-        kind = type(blk).__name__
-        for a in DENSE_READERS[kind]:
-            _spread_columns(getattr(blk, a), layout)
-        for a in DENSE_GROWERS[kind]:
-            unit = getattr(blk, a)
-            c = unit.conv.out_channels
-            extra = _pad_rows(unit, multiple)
-            layout += list(range(real, real + c)) + [-1] * extra
-            real += c
-    for unit in consumers:
-        _spread_columns(unit, layout)
-    return True
 
 
 def _even_pools(module: nn.Module) -> nn.Module:
@@ -383,8 +306,6 @@ class PieceStage(nn.Module):
         self.transition_b = self.transition = None
         if self.fusion != "first":
             tb = as_conv_act(stage.conv_transition_b)
-            if align:
-                pad_dense_growth(self.blocks, [tb], self.block_in)
             cuts = [c - self.bypass for c in out_cuts if c > self.bypass] if self.fusion == "last" else []
             self.transition_b = nn.ModuleList(split_rows(tb, cuts))
         if self.fusion != "last":
@@ -422,11 +343,6 @@ class PieceModule(nn.Module):
         body = _even_pools(_convert_units(copy.deepcopy(module)))
         if align and hasattr(body, "blocks"):
             _pad_dense_blocks(body.blocks)
-            transition = getattr(body, "conv_transition", None)
-            first = body.blocks[0] if len(body.blocks) else None
-            reader = getattr(first, (DENSE_READERS.get(type(first).__name__) or ("",))[0], None)
-            if isinstance(transition, ConvAct) and isinstance(reader, ConvAct):
-                pad_dense_growth(body.blocks, [transition], reader.conv.in_channels)
         self.body, self.last = body, None
         self.tail = nn.Identity()
         if not self.cuts:
