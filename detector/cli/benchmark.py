@@ -12,10 +12,11 @@ threads. Within an engine the models are timed alternately, round after round, s
 from other processes hits them all alike; engines run one after another (their idle thread
 pools would otherwise slow each other down), and ONNX Runtime sessions share one global
 thread pool; so ORT's fp32 and INT8 files are timed in the same rounds, and the INT8 ratios
-compare runs made at the same moment. Models are timed in alternating *blocks* of back-to-back runs (``--block``
-runs of one model, then of the next, ``--iters`` rounds): one call at a time interleaved
-would measure small models with cold caches. Each cell is the median over rounds, with the
-spread (min-max of the round medians); ratios are taken per round, in the same run.
+compare runs made at the same moment. Models are timed in alternating *blocks* of
+back-to-back runs (``--block`` runs of one model, then of the next, ``--iters`` rounds): one
+call at a time interleaved would measure small models with cold caches. Each cell is the
+median over rounds, with the spread (min-max of the round medians); ratios are taken per
+round, in the same run.
 Peers (Ultralytics YOLOv8n, YOLO11n, YOLO26n, YOLOv3-tiny) are built from Ultralytics'
 yaml files with random weights -- nothing is downloaded -- and timed through the graph
 Ultralytics exports (its box decoding included). Our detectors are timed through the graph
