@@ -57,6 +57,8 @@ def test_flagship_deploy_equals_the_trained_network(flagship):
 
 
 @pytest.mark.parametrize("cfg", ["configs/backbones/csppeleenet.yaml", "configs/backbones/peleenet.yaml",
+                                 # growth 16 in stage 1 (8-channel branches), CSP and plain
+                                 "configs/backbones/csppeleenet_slim.yaml", "configs/backbones/peleenet_slim.yaml",
                                  "configs/backbones/cspresnet10.yaml",
                                  pytest.param("configs/backbones/cspdarknet53.yaml", marks=pytest.mark.slow)])
 def test_backbone_classifiers_deploy_exactly(cfg):
