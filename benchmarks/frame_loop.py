@@ -35,7 +35,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from detector.cli import demo  # noqa: E402
-from detector.cli.demo import PARTS  # noqa: E402
+
+PARTS = demo.PARTS  # the demo loop's timed parts, in its order
 
 
 def make_video(data: str, path: Path, frames: int, size) -> Path:

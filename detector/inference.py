@@ -70,7 +70,8 @@ class Predictor:
     """Detector + letterbox + decode + NMS, on BGR numpy images.
 
     ``backend`` is ``"pytorch"`` or ``"onnxruntime"``; ``config`` the full config the weights
-    came with (for ONNX: the ``data`` and ``eval`` sections the export recorded, if any); ``img_size`` the input size (see the module docstring).
+    came with (for ONNX: the ``data`` and ``eval`` sections the export recorded, if any);
+    ``img_size`` the input size (see the module docstring).
     """
 
     def __init__(self, weights_or_cfg: Source, img_size: Optional[Size] = None, device: str = "cpu",
@@ -95,8 +96,10 @@ class Predictor:
             self.names = list(self.model.names)
             fixed = self.model.img_size
             trained = int(self.model.meta.get("trained_img_size") or trained_img_size({}))
+            from .export.onnx_export import EXPORTED_SECTIONS
+
             # the checkpoint's data and eval sections, as the export recorded them (eval's defaults)
-            self.config = {k: self.model.meta[k] for k in ("data", "eval") if self.model.meta.get(k)}
+            self.config = {k: self.model.meta[k] for k in EXPORTED_SECTIONS if self.model.meta.get(k)}
         else:
             self.backend = "pytorch"
             if suffix in CHECKPOINT_SUFFIXES:

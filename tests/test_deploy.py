@@ -132,7 +132,8 @@ def test_exported_graph_has_no_slice_max_or_ceil_pool(flagship_onnx):
 
 def test_ort_keeps_the_flagship_in_its_blocked_layout(flagship_onnx, tmp_path):
     """The profile-derived property itself: ORT inserts layout reorders only at the outputs (and
-    around the 8-channel pieces of the slim backbone's first stage, which no form can avoid)."""
+    around the 8-channel pieces of the slim backbone's first stage; padding them to 16 is exact
+    but made OpenCV DNN 10% slower, docs/deploy.md)."""
     import onnx
     import onnxruntime as ort
 
@@ -154,8 +155,8 @@ def test_ort_keeps_the_flagship_in_its_blocked_layout(flagship_onnx, tmp_path):
     def in_narrow_stage(node):
         """The flagship's stage 1 grows by 16 channels per dense layer: its two branches give
         8-channel pieces, narrower than ORT's 16-channel block on AVX-512 CPUs, so ORT reorders
-        around them whatever the graph's form (the stage is still faster than at growth 32;
-        docs/detector.md, "Flagship widths")."""
+        around them (the stage is still faster than at growth 32; docs/detector.md, "Flagship
+        widths")."""
         near = [producer.get(node.input[0])] + consumers.get(node.output[0], [])
         return any(m is not None and "/stages.0/blocks/" in m.name for m in near)
 

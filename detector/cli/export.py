@@ -104,8 +104,10 @@ def export_meta(config, trained: int) -> dict:
     --data (JSON-safe values only; a section that is not is left out)."""
     import json
 
+    from detector.export.onnx_export import EXPORTED_SECTIONS
+
     meta = {"trained_img_size": trained}
-    for key in ("data", "eval"):
+    for key in EXPORTED_SECTIONS:
         value = config.get(key)
         try:
             json.dumps(value)

@@ -34,6 +34,9 @@ from torchvision.ops import batched_nms
 from ..common import to_hw
 
 METADATA_KEY = "cspdet"
+# the checkpoint config sections an export records beside the network, so that eval / demo
+# of the file need no --data (see cli/export.py's export_meta)
+EXPORTED_SECTIONS = ("data", "eval")
 FORMAT_VERSION = 1
 
 
