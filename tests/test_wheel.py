@@ -89,3 +89,25 @@ def test_installed_cspdet_runs_outside_the_repository(installed, tmp_path):
     res = _cspdet(target, tmp_path, "model-info", "--cfg", "csppele_efm_sam")
     assert res.returncode != 0
     assert "did you mean 'csppelee_efm_sam'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_installed_int8_export_outside_the_repository(installed, tmp_path):
+    """`cspdet export --int8 --data X` from the wheel: calibration images from a user's data
+    YAML, ORT's quantizer (with the shared concat ranges) and the metadata, no checkout."""
+    import cv2
+    import numpy as np
+
+    _, target = installed
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "images" / split / f"{i}.jpg"), rng.integers(0, 255, (70, 90, 3), dtype=np.uint8))
+            (tmp_path / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+    data = tmp_path / "mine.yaml"
+    data.write_text(f"format: yolo\nroot: {tmp_path}\ntrain: images/train\nval: images/val\nnames: [a]\n")
+    res = _cspdet(target, tmp_path, "export", "--weights", "csppelee_efm_sam.yaml", "--size", "64",
+                  "--output", str(tmp_path / "m.onnx"), "--int8", "--data", str(data), "--calib-images", "3")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "m_int8.onnx").is_file() and "INT8 static QDQ" in res.stdout, res.stdout
