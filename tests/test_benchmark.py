@@ -95,3 +95,23 @@ def test_peers_include_yolo26n(bench):
     pytest.importorskip("ultralytics")
     from ultralytics.nn.tasks import DetectionModel
     DetectionModel("yolo26n.yaml", verbose=False)  # the yaml ships with ultralytics
+
+
+def test_layout_sweep_covers_the_shipped_csppeleenet(tmp_path):
+    """benchmarks/csppeleenet_layouts.py sweeps the layouts the shipped config is one of: its
+    own rebuild of the shipped layout has the config's params and FLOPs, inside the envelope."""
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("layouts", ROOT / "benchmarks" / "csppeleenet_layouts.py")
+    layouts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layouts)
+    base = yaml.safe_load(layouts.CONFIG.read_text())
+    s3, s4 = layouts.shipped_key(base)
+    assert s3 in layouts.STAGE3 and s4 in layouts.STAGE4
+    rebuilt = layouts.layout_config(base, s3, s4)
+    assert rebuilt == base
+    params, gflops = layouts.params_and_gflops(rebuilt, tmp_path)
+    paper = base["model"]["paper"]
+    assert abs(params / paper["params_m"] - 1) < 0.03 and abs(gflops / paper["gflops"] - 1) < 0.03
+    other = layouts.layout_config(base, ("last", None, 512), s4)
+    assert layouts.params_and_gflops(other, tmp_path)[1] < gflops  # the sweep's layouts differ
