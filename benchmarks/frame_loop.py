@@ -12,6 +12,9 @@ alternate for ``--rounds`` rounds, so both see the same machine state. Printed p
 medians per frame with the min-max over rounds: waiting for the reader, pre-processing, model,
 post-processing (confidence filter, NMS, mapping boxes back), drawing; the model in the loop
 divided by the model alone; and the whole-loop FPS (frames / wall time of the loop).
+A third timing runs the network alone again, each run preceded (untimed, in the same thread) by
+the loop's own work on a frame: it separates what the loop's memory traffic costs the network
+(caches) from what the reader thread beside it adds.
 
 Without ``--source`` the video is made here: the val images of ``--data`` (default: the
 generated shapes set) resized to ``--frame-size`` and written with OpenCV (mp4v), so the
@@ -59,9 +62,29 @@ def make_video(data: str, path: Path, frames: int, size) -> Path:
     return path
 
 
-def model_alone(predictor, frame: np.ndarray, runs: int) -> float:
+def frame_work(predictor, source: str):
+    """The loop's own work on a frame, without the network and in the same thread: decode the
+    next video frame, pre-process it, draw the FPS text on it. Run before each network run,
+    untimed, it leaves the caches as the loop leaves them, with no other thread at work."""
+    import cv2
+
+    cap = cv2.VideoCapture(source)
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def work():
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = cap.read()
+        predictor.preprocess([frame])
+        demo.draw(frame, *empty, predictor.names, fps=100.0)
+    return work, cap
+
+
+def model_alone(predictor, frame: np.ndarray, runs: int, before=None) -> float:
     """Median ms of what the loop's ``model`` part times, alone: the network and, for a raw
-    export or a checkpoint, the PyTorch decoding that follows it."""
+    export or a checkpoint, the PyTorch decoding that follows it; ``before()`` (untimed) runs
+    ahead of each run."""
     import torch
 
     x, _ = predictor.preprocess([frame])
@@ -77,6 +100,8 @@ def model_alone(predictor, frame: np.ndarray, runs: int) -> float:
     forward()
     samples = []
     for _ in range(runs):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         forward()
         samples.append((time.perf_counter() - t0) * 1e3)
@@ -92,7 +117,7 @@ def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: 
     cap.release()
     if not ok:
         raise SystemExit(f"error: cannot read a frame from {source}")
-    out: Dict[str, List[float]] = {k: [] for k in (*PARTS, "fps", "alone")}
+    out: Dict[str, List[float]] = {k: [] for k in (*PARTS, "fps", "alone", "after_work")}
     backend = None
     for _ in range(rounds):
         args = demo.parse_args(["--weights", weights, "--source", source, "--no-show", "--max-frames",
@@ -103,6 +128,9 @@ def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: 
             out[k].append(stats["timing"][k])
         out["fps"].append(stats["mean_fps"])
         out["alone"].append(model_alone(stats["predictor"], frame, frames))
+        work, work_cap = frame_work(stats["predictor"], source)
+        out["after_work"].append(model_alone(stats["predictor"], frame, frames, before=work))
+        work_cap.release()
         backend = stats["backend"]
     return out, backend
 
@@ -151,17 +179,24 @@ def main(argv=None) -> int:
     print("```")
     print()
     print("| weights | backend | read | pre | model | post | draw | pre + post | model alone | "
-          "in loop / alone | loop FPS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "in loop / alone | after frame work / alone | in loop / after frame work | loop FPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for wt, (r, backend) in results.items():
         around = [p + q for p, q in zip(r["pre"], r["post"])]
         ratio = [m / a for m, a in zip(r["model"], r["alone"])]
+        cache = [w / a for w, a in zip(r["after_work"], r["alone"])]
+        threads = [m / w for m, w in zip(r["model"], r["after_work"])]
         print(f"| {Path(wt).name} | {backend} | " + " | ".join(spread(r[k]) for k in PARTS)
-              + f" | {spread(around)} | {spread(r['alone'])} | {spread(ratio)}x | {spread(r['fps'], '.1f')} |")
+              + f" | {spread(around)} | {spread(r['alone'])} | {spread(ratio)}x | {spread(cache)}x "
+              f"| {spread(threads)}x | {spread(r['fps'], '.1f')} |")
     print()
     print("ms per frame, median over the round's frames; median (min-max) over rounds. read = waiting "
           "for the reader thread; post = confidence filter + NMS + boxes mapped back; draw = boxes "
-          "and FPS text; model alone = the same network back to back on one of the frames.")
+          "and FPS text; model alone = the same network back to back on one of the frames; after "
+          "frame work = the same, each run preceded (untimed, same thread) by decoding, "
+          "pre-processing and drawing a frame. after frame work / alone is what the loop's own "
+          "memory traffic costs the network; in loop / after frame work is what the reader thread "
+          "running beside it adds.")
     return 0
 
 
