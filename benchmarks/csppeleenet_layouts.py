@@ -37,7 +37,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from detector.cli.benchmark import (build_ours, load_line, machine_line, make_runner,  # noqa: E402
-                                    set_threads, time_blocks)
+                                    ratio, set_threads, time_blocks)
 from detector.models import build_backbone  # noqa: E402
 from detector.models.info import count_params, measure  # noqa: E402
 
@@ -112,12 +112,8 @@ def export(cfg: dict, name: str, tmp: Path) -> Tuple[object, Path]:
     return model, onnx_path
 
 
-def ratios(a: List[float], b: List[float]) -> Tuple[float, float, float]:
-    rs = [x / y for x, y in zip(a, b)]
-    return statistics.median(rs), min(rs), max(rs)
-
-
 def fmt_ratio(r) -> str:
+    """Median with three decimals: the layouts differ by about 1%."""
     return f"{r[0]:.3f}x ({r[1]:.2f}-{r[2]:.2f})"
 
 
@@ -151,8 +147,8 @@ def main(argv=None) -> int:
             model, onnx_path = export(row["cfg"], f"layout{i}", tmp)
             runners = dict(fixed, layout=make_runner("onnxruntime", model, onnx_path, SIZE, 1, args.threads))
             t = time_blocks(runners, args.rounds, args.block, 5, f"{i + 1}/{len(rows)} {label(row['s3'], row['s4'])}")
-            row.update(vs_plain=ratios(t["layout"], t["peleenet"]), vs_shipped=ratios(t["layout"], t["shipped"]),
-                       shipped_vs_plain=ratios(t["shipped"], t["peleenet"]),
+            row.update(vs_plain=ratio(t, "layout", "peleenet"), vs_shipped=ratio(t, "layout", "shipped"),
+                       shipped_vs_plain=ratio(t, "shipped", "peleenet"),
                        shipped=(row["s3"], row["s4"]) == ship)
             rows_out.append(row)
             del runners
