@@ -46,6 +46,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from detector import build_model  # noqa: E402
+from detector.common import cpu_name  # noqa: E402
 from detector.models.info import count_params, measure  # noqa: E402
 
 BLOG_PARAMS = {"blog ResNet10": 5_111_888, "blog CSPResNet10": 4_121_616}
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
     print(f"torch {torch.__version__} | onnxruntime {ort.__version__} | {platform.processor() or platform.machine()} "
-          f"| {_cpu_name()} | {os.cpu_count()} cores | load average {os.getloadavg()[0]:.2f} "
+          f"| {cpu_name()} | {os.cpu_count()} cores | load average {os.getloadavg()[0]:.2f} "
           f"| {args.threads} thread(s) per engine")
     models = build_models()
 
@@ -200,16 +201,6 @@ def main(argv=None) -> int:
 @torch.no_grad()
 def _torch_run(m, x):
     return m(x)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
