@@ -13,8 +13,8 @@ medians per frame with the min-max over rounds: waiting for the reader, pre-proc
 post-processing (confidence filter, NMS, mapping boxes back), drawing; the model in the loop
 divided by the model alone; and the whole-loop FPS (frames / wall time of the loop).
 A third timing runs the network alone again, each run preceded (untimed, in the same thread) by
-the loop's own work on a frame: it separates what the loop's memory traffic costs the network
-(caches) from what the reader thread beside it adds.
+the loop's own work on a frame: it separates what that work costs the next network run by
+itself (caches, ORT threads gone idle) from the rest (the reader thread beside it, ...).
 
 Without ``--source`` the video is made here: the val images of ``--data`` (default: the
 generated shapes set) resized to ``--frame-size`` and written with OpenCV (mp4v), so the
@@ -76,6 +76,8 @@ def frame_work(predictor, source: str):
         if not ok:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = cap.read()
+            if not ok:
+                raise SystemExit(f"error: cannot read frames from {source} again")
         predictor.preprocess([frame])
         demo.draw(frame, *empty, predictor.names, fps=100.0)
     return work, cap
@@ -109,7 +111,8 @@ def model_alone(predictor, frame: np.ndarray, runs: int, before=None) -> float:
 
 
 def measure(weights: str, source: str, frames: int, rounds: int, threads, conf: float):
-    """Per round: the demo loop's part medians, its FPS and the model alone; and the backend."""
+    """Per round: the demo loop's part medians, its FPS, the model alone and the model after
+    the loop's frame work (:func:`frame_work`); and the backend."""
     import cv2
 
     cap = cv2.VideoCapture(source)
@@ -184,19 +187,19 @@ def main(argv=None) -> int:
     for wt, (r, backend) in results.items():
         around = [p + q for p, q in zip(r["pre"], r["post"])]
         ratio = [m / a for m, a in zip(r["model"], r["alone"])]
-        cache = [w / a for w, a in zip(r["after_work"], r["alone"])]
-        threads = [m / w for m, w in zip(r["model"], r["after_work"])]
+        after_vs_alone = [w / a for w, a in zip(r["after_work"], r["alone"])]
+        loop_vs_after = [m / w for m, w in zip(r["model"], r["after_work"])]
         print(f"| {Path(wt).name} | {backend} | " + " | ".join(spread(r[k]) for k in PARTS)
-              + f" | {spread(around)} | {spread(r['alone'])} | {spread(ratio)}x | {spread(cache)}x "
-              f"| {spread(threads)}x | {spread(r['fps'], '.1f')} |")
+              + f" | {spread(around)} | {spread(r['alone'])} | {spread(ratio)}x | {spread(after_vs_alone)}x "
+              f"| {spread(loop_vs_after)}x | {spread(r['fps'], '.1f')} |")
     print()
     print("ms per frame, median over the round's frames; median (min-max) over rounds. read = waiting "
           "for the reader thread; post = confidence filter + NMS + boxes mapped back; draw = boxes "
           "and FPS text; model alone = the same network back to back on one of the frames; after "
           "frame work = the same, each run preceded (untimed, same thread) by decoding, "
-          "pre-processing and drawing a frame. after frame work / alone is what the loop's own "
-          "memory traffic costs the network; in loop / after frame work is what the reader thread "
-          "running beside it adds.")
+          "pre-processing and drawing a frame. after frame work / alone is what that work costs "
+          "the next network run by itself (caches, idle ORT threads); in loop / after frame work "
+          "is the rest (the reader thread beside it, post-processing, the loop).")
     return 0
 
 

@@ -433,8 +433,9 @@ def fmt_ms(r: dict) -> str:
     return f"{r['ms']:.2f} ({r['min_ms']:.2f}-{r['max_ms']:.2f})"
 
 
-def fmt_ratio(r) -> str:
-    return "-" if r is None else f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})"
+def fmt_ratio(r, digits: int = 2) -> str:
+    """``median x (min-max)``; more digits where the compared models differ by about 1%."""
+    return "-" if r is None else f"{r[0]:.{digits}f}x ({r[1]:.{digits}f}-{r[2]:.{digits}f})"
 
 
 def machine_line(threads: int) -> str:
