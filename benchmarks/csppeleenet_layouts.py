@@ -104,9 +104,8 @@ def sweep(base: dict, paper: dict, envelope: float, outside: bool, tmp: Path) ->
 
 
 def export(cfg: dict, name: str, tmp: Path) -> Tuple[object, Path]:
+    """The deployed layout (named after its file, as tools/benchmark.py names configs) and its ONNX file."""
     path = tmp / f"{name}.yaml"
-    cfg = copy.deepcopy(cfg)
-    cfg["model"]["name"] = name
     path.write_text(yaml.safe_dump(cfg))
     model = build_ours(str(path))
     onnx_path = model.export(tmp / f"{name}.onnx", SIZE, 1)
@@ -129,7 +128,6 @@ def main(argv=None) -> int:
     base = yaml.safe_load(CONFIG.read_text())
     paper = base["model"]["paper"]
     set_threads(args.threads)
-    rows_out = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         rows = sweep(base, paper, args.envelope, args.outside, tmp)
@@ -145,8 +143,7 @@ def main(argv=None) -> int:
             row.update(vs_plain=ratio(t, "layout", "peleenet"), vs_shipped=ratio(t, "layout", "shipped"),
                        shipped_vs_plain=ratio(t, "shipped", "peleenet"),
                        shipped=(row["s3"], row["s4"]) == ship)
-            rows_out.append(row)
-            del runners
+            del runners  # this layout's session
 
     print("# = python benchmarks/csppeleenet_layouts.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(f"# {machine_line(args.threads)}")
@@ -156,7 +153,7 @@ def main(argv=None) -> int:
     print()
     print("| stage 3 / stage 4 | params M (vs paper) | GFLOPs (vs paper) | in envelope | / peleenet | / shipped layout |")
     print("|---|---|---|---|---|---|")
-    ranked = sorted(rows_out, key=lambda r: r["vs_plain"][0])
+    ranked = sorted(rows, key=lambda r: r["vs_plain"][0])
     outside = [r for r in ranked if not r["inside"]]
     fastest_outside = {id(r) for r in outside[:args.show_outside]}
     shown = [r for r in ranked if r["inside"] or id(r) in fastest_outside]
@@ -164,18 +161,18 @@ def main(argv=None) -> int:
         name = label(row["s3"], row["s4"]) + (" (shipped)" if row["shipped"] else "")
         print(f"| {name} | {row['params']:.3f} ({100 * row['dp']:+.1f}%) | {row['gflops']:.3f} ({100 * row['dg']:+.1f}%) "
               f"| {'yes' if row['inside'] else 'no'} | {fmt_ratio(row['vs_plain'], 3)} | {fmt_ratio(row['vs_shipped'], 3)} |")
-    sv = [r["shipped_vs_plain"][0] for r in rows_out]
+    sv = [r["shipped_vs_plain"][0] for r in rows]
     print()
     if len(outside) > args.show_outside:
         print(f"({len(outside) - args.show_outside} slower layouts outside the envelope not shown; "
-              f"{len(rows_out)} timed in all)")
+              f"{len(rows)} timed in all)")
     print(f"shipped layout / peleenet over the {len(sv)} trios: median {statistics.median(sv):.3f}x, "
           f"min {min(sv):.3f}x, max {max(sv):.3f}x")
-    if len(rows_out) > 2:
+    if len(rows) > 2:
         import numpy as np
-        g = np.array([r["gflops"] for r in rows_out])
-        t = np.array([r["vs_shipped"][0] for r in rows_out])
-        print(f"latency vs FLOPs over all {len(rows_out)} layouts: correlation {np.corrcoef(g, t)[0, 1]:.2f}, "
+        g = np.array([r["gflops"] for r in rows])
+        t = np.array([r["vs_shipped"][0] for r in rows])
+        print(f"latency vs FLOPs over all {len(rows)} layouts: correlation {np.corrcoef(g, t)[0, 1]:.2f}, "
               f"{np.polyfit(g / g.mean(), t / t.mean(), 1)[0]:.2f}% of latency per 1% of FLOPs")
     return 0
 

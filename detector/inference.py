@@ -29,6 +29,7 @@ from .common import Size, to_hw
 from .config import ConfigError, load_config, trained_img_size
 from .data.letterbox import letterbox, unletterbox_boxes
 from .engine.checkpoint import load_checkpoint, load_state_strict, model_state
+from .export.onnx_export import EXPORTED_SECTIONS
 from .models.detector import build_detector
 from .models.postprocess import postprocess, postprocess_numpy
 
@@ -96,8 +97,6 @@ class Predictor:
             self.names = list(self.model.names)
             fixed = self.model.img_size
             trained = int(self.model.meta.get("trained_img_size") or trained_img_size({}))
-            from .export.onnx_export import EXPORTED_SECTIONS
-
             # the checkpoint's data and eval sections, as the export recorded them (eval's defaults)
             self.config = {k: self.model.meta[k] for k in EXPORTED_SECTIONS if self.model.meta.get(k)}
         else:

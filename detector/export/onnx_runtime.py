@@ -5,8 +5,9 @@
 default (decoded) form needs no large torch op per frame: the confidence filter runs in numpy
 and only its few candidates reach NMS (:func:`detector.models.postprocess.postprocess_numpy`),
 so ONNX Runtime's threads are not slowed by torch's idle-spinning OpenMP threads. A
-raw-output file (``--raw``) is decoded by the PyTorch head, rebuilt from the model config stored in the file, so both
-engines decode identically; ``det(x)`` and ``det.decode(raw)`` mirror the PyTorch detector.
+raw-output file (``--raw``) is decoded by the PyTorch head, rebuilt from the model config
+stored in the file, so both engines decode identically; ``det(x)`` and ``det.decode(raw)``
+mirror the PyTorch detector.
 """
 from __future__ import annotations
 
