@@ -39,7 +39,7 @@ def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="data.train.image"):
         load_data_config({"format": "coco", "train": {"image": "x", "annotations": "y"}})
     with pytest.raises(ConfigError, match="format"):
-        load_data_config({"format": "voc"})
+        load_data_config({"format": "pascal"})
     with pytest.raises(ConfigError, match="mosiac"):
         load_augment_config({"mosiac": 1.0})
     with pytest.raises(ConfigError, match="annotations"):

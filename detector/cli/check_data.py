@@ -18,13 +18,15 @@ import sys
 
 
 from detector.data import load_data_config, prepare_data  # noqa: E402
+from detector.data.config import SPLITS  # noqa: E402
 from detector.data.check import check_split, format_check  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="data YAML (configs/data/*.yaml)")
-    ap.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
+    ap.add_argument("--split", nargs="+", default=["train", "val"], choices=SPLITS,
+                    help="splits to check (default: train val; test too when asked)")
     ap.add_argument("--no-decode", action="store_true", help="labels only; do not open every image")
     ap.add_argument("--limit", type=int, default=20, help="files listed per note (clipped boxes, conversions, background; 0 = all); problems that lose data are always listed in full")
     args = ap.parse_args(argv)

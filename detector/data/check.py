@@ -30,7 +30,8 @@ class SplitCheck:
         """No error, no unreadable, missing or empty image, no skipped line and no dropped box."""
         r = self.report
         return not self.error and not self.unreadable and r is not None and not (
-            r.errors or r.missing_images or r.empty_images or r.dropped_boxes or r.malformed_lines)
+            r.errors or r.missing_images or r.empty_images or r.dropped_boxes or r.malformed_lines
+            or r.unreadable_labels or r.unreadable_images)
 
 
 def _image_kind(data: bytes) -> List[str]:
@@ -107,10 +108,13 @@ def format_check(res: SplitCheck, limit: int = 20) -> str:
 
     lines.append(f"  images: {r.images}, boxes: {r.boxes}, background images (no boxes): "
                  f"{len(r.background_images)}, crowd boxes (ignored in training, kept for eval): "
-                 f"{r.crowd_boxes}")
+                 f"{r.crowd_boxes}" + (f", difficult boxes (ignore regions in eval): {r.difficult_boxes}"
+                                       if r.difficult_boxes else ""))
     section("missing image files (skipped)", r.missing_images, whole=True)
     section("zero-byte image files (skipped)", r.empty_images, whole=True)
     section("unreadable images (corrupt/truncated; skipped at load time)", res.unreadable, whole=True)
+    section("images whose header cannot be read (skipped)", r.unreadable_images, whole=True)
+    section("label files that cannot be parsed (their image is skipped)", r.unreadable_labels, whole=True)
     section("label files without an image (ignored)", r.labels_without_image)
     section("malformed label lines (skipped; the image keeps its other boxes)", r.malformed_lines, whole=True)
     section("boxes clipped to the image", r.clipped_boxes)
@@ -118,5 +122,6 @@ def format_check(res: SplitCheck, limit: int = 20) -> str:
     section("images whose size differs from the labels (boxes clipped)", res.size_mismatch)
     for kind, files in sorted(res.converted.items()):
         section(f"converted on load: {kind}", files)
+    section("notes (sizes, names and formats that differ from what the labels say)", r.notes)
     section("background images", r.background_images)
     return "\n".join(lines)

@@ -16,7 +16,9 @@ from typing import Any, Mapping, Optional, Tuple, Union
 
 from ..config import ConfigError, PathOrDict, find_config, from_dict, load_yaml
 
-FORMATS = ("coco", "yolo")
+FORMATS = ("coco", "yolo", "voc")
+SPLITS = ("train", "val", "test")
+DIFFICULT_MODES = ("ignore", "train")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -29,10 +31,16 @@ class SplitConfig:
 
     For the YOLO layout the labels folder defaults to the images path with its last
     ``images`` component replaced by ``labels`` (``images/train2017`` -> ``labels/train2017``).
+    For Pascal VOC, ``annotations`` is the XML folder and ``list`` a file of image ids (the
+    VOCdevkit's ``ImageSets/Main/<split>.txt``); a split given as a ``.txt`` path is such a
+    list (images in ``JPEGImages/``, XMLs in ``Annotations/`` beside ``ImageSets/``), one
+    given as a folder holds its images and XMLs side by side (or ``JPEGImages/`` and
+    ``Annotations/`` inside it).
     """
-    images: str
+    images: str = ""
     annotations: str = ""
     labels: str = ""
+    list: str = ""
 
 
 GENERATORS = ("shapes", "proxy")
@@ -69,9 +77,11 @@ class GenerateConfig:
 @dataclass
 class DataConfig:
     names: Tuple[str, ...] = ()
-    train: Any = None          # SplitConfig, or a string = images folder
+    train: Any = None          # SplitConfig, or a string = images folder (VOC: or an id list)
     val: Any = None
+    test: Any = None
     format: str = "yolo"
+    difficult: str = "ignore"  # VOC `difficult` objects: ignore (VOC's rule) | train (targets too)
     root: str = ""             # base of train/val; relative = against the YAML's folder
     generate: Optional[GenerateConfig] = None
     download: str = ""         # text shown when the data is missing (where to get it)
@@ -80,25 +90,31 @@ class DataConfig:
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ConfigError(f"data.format must be one of {FORMATS}, got '{self.format}'")
+        if self.difficult not in DIFFICULT_MODES:
+            raise ConfigError(f"data.difficult must be one of {DIFFICULT_MODES}, got '{self.difficult}'")
         self.names = tuple(str(n) for n in (self.names or ()))
         if self.generate is not None:
             self.generate = from_dict(GenerateConfig, self.generate, "data.generate")
-        for split in ("train", "val"):
+        for split in SPLITS:
             value = getattr(self, split)
             if value is None:
                 continue
             if isinstance(value, (str, os.PathLike)):
-                value = SplitConfig(images=str(value))
+                value = (SplitConfig(list=str(value)) if self.format == "voc" and str(value).endswith(".txt")
+                         else SplitConfig(images=str(value)))
             else:
                 value = from_dict(SplitConfig, value, f"data.{split}")
             if self.format == "coco" and not value.annotations:
                 raise ConfigError(f"data.{split}: format 'coco' needs 'annotations' "
                                   f"(the instances JSON) beside 'images'")
+            if not value.images and not (self.format == "voc" and value.list):
+                raise ConfigError(f"data.{split}: needs 'images' (the images folder)"
+                                  + (" or 'list' (an ImageSets id list)" if self.format == "voc" else ""))
             setattr(self, split, value)
 
     def split(self, name: str) -> SplitConfig:
-        if name not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got '{name}'")
+        if name not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got '{name}'")
         value = getattr(self, name)
         if value is None:
             raise ConfigError(f"data config {self.source or '(dict)'} has no '{name}' split")
@@ -186,17 +202,36 @@ def _resolve_paths(cfg: DataConfig, base_dir: Path) -> DataConfig:
     if not root.is_absolute():
         root = (base_dir / root)
     cfg.root = str(Path(os.path.normpath(root)))
-    for split in ("train", "val"):
+    for split in SPLITS:
         value = getattr(cfg, split)
         if value is None:
             continue
-        for key in ("images", "annotations", "labels"):
+        for key in ("images", "annotations", "labels", "list"):
             path = getattr(value, key)
             if path:
                 setattr(value, key, os.path.normpath(os.path.join(cfg.root, os.path.expanduser(path))))
         if cfg.format == "yolo" and not value.labels:
             value.labels = str(yolo_labels_dir(Path(value.images)))
+        if cfg.format == "voc":
+            _voc_defaults(value)
     return cfg
+
+
+def _voc_defaults(split: SplitConfig) -> None:
+    """VOCdevkit: ``<base>/ImageSets/Main/x.txt`` lists ids of ``<base>/JPEGImages`` and
+    ``<base>/Annotations``; a folder holding both sub-folders is read through them; any other
+    folder holds images and XMLs side by side."""
+    if split.list:
+        lst = Path(split.list)
+        base = lst.parents[2] if lst.parent.name == "Main" and lst.parent.parent.name == "ImageSets" \
+            else lst.parent
+        split.images = split.images or str(base / "JPEGImages")
+        split.annotations = split.annotations or str(base / "Annotations")
+        return
+    folder = Path(split.images)
+    if not split.annotations and (folder / "JPEGImages").is_dir() and (folder / "Annotations").is_dir():
+        split.images, split.annotations = str(folder / "JPEGImages"), str(folder / "Annotations")
+    split.annotations = split.annotations or split.images
 
 
 def yolo_labels_dir(images_dir: Path) -> Path:
@@ -240,7 +275,7 @@ def _shapes_cache_dir(gen: GenerateConfig) -> Path:
 def check_split_exists(cfg: DataConfig, split: str) -> SplitConfig:
     """Raise :class:`DatasetNotFoundError` (with where-to-get-it text) if a split is missing."""
     s = cfg.split(split)
-    missing = [p for p in (s.images, s.annotations) if p and not Path(p).exists()]
+    missing = [p for p in (s.images, s.annotations, s.list) if p and not Path(p).exists()]
     if missing:
         msg = (f"dataset files not found for split '{split}' of {cfg.source or 'the data config'}: "
                + ", ".join(missing))

@@ -182,12 +182,19 @@ def read_image(path, expected_hw: Optional[Sequence[int]] = None) -> np.ndarray:
     return img
 
 
-def image_size(path) -> Tuple[int, int]:
-    """(height, width) of an image as :func:`read_image` returns it, from the header only."""
+def image_header(path) -> Tuple[Tuple[int, int], str]:
+    """((height, width) as :func:`read_image` returns it, file format by content: ``JPEG``,
+    ``PNG`` ...) from the header only; the format tells a PNG saved under a .jpg name."""
     try:
         with Image.open(path) as im:
             w, h = im.size
             orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
+            fmt = str(im.format or "")
     except Exception as e:
         raise ImageReadError(f"{path}: cannot read image header ({e})") from None
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+    return ((w, h) if orientation in (5, 6, 7, 8) else (h, w)), fmt
+
+
+def image_size(path) -> Tuple[int, int]:
+    """(height, width) of an image as :func:`read_image` returns it, from the header only."""
+    return image_header(path)[0]
