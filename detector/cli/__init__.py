@@ -22,6 +22,7 @@ COMMANDS = {
     "export": ("export", "export a checkpoint to ONNX"),
     "benchmark": ("benchmark", "latency and size against the peers"),
     "check-data": ("check_data", "check a dataset and report every problem"),
+    "convert": ("convert", "convert a dataset between COCO, YOLO and Pascal VOC layouts"),
     "visualize-data": ("visualize_data", "draw augmented training samples"),
     "model-info": ("model_info", "params, GFLOPs and per-stage table of a config"),
     "anchors": ("anchors", "k-means anchors for a dataset"),

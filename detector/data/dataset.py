@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 
 from .augment import TrainTransform, eval_transform, mixup, resize_long_side
 from .config import AugmentConfig, DatasetNotFoundError, load_augment_config
-from .image_io import ImageReadError, image_size, read_image
+from .image_io import ImageReadError, read_image
+from .labels import yolo_ground_truth
 from .letterbox import PAD_VALUE, letterbox_params, padded_size
 from .records import ImageRecord, RecordStore, freeze_objects_across_fork
 
@@ -100,22 +101,7 @@ class DetectionDataset(Dataset):
         return self._coco
 
     def _yolo_gt(self) -> dict:
-        images, anns = [], []
-        for rec in self.records:
-            try:
-                h, w = image_size(rec.path)
-            except ImageReadError as e:
-                log.warning("%s: %s (left out of the ground truth)", self.name, e)
-                continue
-            images.append({"id": rec.image_id, "file_name": rec.path, "width": w, "height": h})
-            for box, cls in zip(rec.boxes, rec.classes):
-                x1, y1, x2, y2 = (float(v) for v in box * np.array([w, h, w, h], np.float32))
-                anns.append({"id": len(anns) + 1, "image_id": rec.image_id,
-                             "category_id": self.label_to_cat_id[int(cls)],
-                             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                             "iscrowd": 0})
-        cats = [{"id": cid, "name": n} for cid, n in zip(self.label_to_cat_id, self.names)]
-        return {"images": images, "annotations": anns, "categories": cats}
+        return yolo_ground_truth(self.records, self.names, self.label_to_cat_id, self.name)
 
     # ------------------------------------------------------------------ loading
     def load_image(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

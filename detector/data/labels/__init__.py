@@ -14,4 +14,4 @@ from .report import (LabelError, ScanReport, check_image_file, fmt_box, list_ima
                      sanitize_boxes)
 from .voc import (DIFFICULT_MODES, VocLabels, VocPair, collect_voc_names, parse_voc_xml,  # noqa: F401
                   scan_voc, voc_pairs)
-from .yolo import YoloLabels, scan_yolo  # noqa: F401
+from .yolo import YoloLabels, scan_yolo, yolo_ground_truth  # noqa: F401

@@ -5,6 +5,7 @@ outside the data config's classes are fatal, all listed in one :class:`LabelErro
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..config import DatasetNotFoundError
+from ..image_io import ImageReadError, image_size
 from ..records import RecordStore
 from .report import ScanReport, check_image_file, list_images, sanitize_boxes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,3 +125,25 @@ def _read_yolo_txt(path: Path, num_classes: int, report: ScanReport, unknown: Di
         boxes.append(box)
         linenos.append(lineno)
     return np.array(classes, np.int64), np.array(boxes, np.float32).reshape(-1, 4), linenos
+
+
+def yolo_ground_truth(records: RecordStore, names, cat_ids, where: str = "dataset") -> dict:
+    """A COCO-style ground truth of YOLO records (normalised boxes scaled by each image's size,
+    read from its header; image ids = record ids); an image whose header cannot be read is
+    left out with a warning."""
+    images, anns = [], []
+    for rec in records:
+        try:
+            h, w = image_size(rec.path)
+        except ImageReadError as e:
+            log.warning("%s: %s (left out of the ground truth)", where, e)
+            continue
+        images.append({"id": int(rec.image_id), "file_name": rec.path, "width": w, "height": h})
+        for box, cls in zip(rec.boxes, rec.classes):
+            x1, y1, x2, y2 = (float(v) for v in box * np.array([w, h, w, h], np.float32))
+            anns.append({"id": len(anns) + 1, "image_id": int(rec.image_id),
+                         "category_id": int(cat_ids[int(cls)]),
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                         "iscrowd": 0})
+    cats = [{"id": int(cid), "name": n} for cid, n in zip(cat_ids, names)]
+    return {"images": images, "annotations": anns, "categories": cats}
