@@ -14,7 +14,7 @@ from detector.models.detector import build_detector
 from detector.models.loss import YOLOLoss
 from detector.models.postprocess import postprocess
 from detector.models.prn import PRN, PRNConfig, partial_add
-from model_fixtures import calibrated_detector
+from conftest import calibrated_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 PRN_CONFIGS = {"csppelee_ref_prn": [8, 16, 32], "cspdensenet_ref_prn": [16, 32]}
