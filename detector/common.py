@@ -6,6 +6,12 @@ from typing import Sequence, Tuple, Union
 Size = Union[int, Sequence[int]]
 
 
+class PathNotFoundError(FileNotFoundError):
+    """A file or folder the user named is not there. Raised where the library opens a path it
+    was given, so that the CLI can tell it (one line, exit status 2) from a FileNotFoundError
+    inside the library, which is a bug and keeps its traceback."""
+
+
 def to_hw(size: Size) -> Tuple[int, int]:
     """An int (square) or an (h, w) pair -> (h, w) ints."""
     if isinstance(size, int):

@@ -1,4 +1,6 @@
-"""Every `cspdet` command answers a user error with one clear line and a non-zero exit status.
+"""Every `cspdet` command answers a user error with one clear line and exit status 2, and a
+bug in the library (an OSError the library did not raise about a user's path) keeps its
+traceback.
 
 Run in-process through the same dispatcher the console command uses, so an exception that
 escapes (a traceback for the user) fails the test.
@@ -26,6 +28,8 @@ CASES = {
     "eval missing weights": ("eval", ["--weights", f"{MISSING}.pt"], MISSING),
     "predict missing weights": ("predict", ["--weights", f"{MISSING}.pt", "--source", "x.jpg",
                                             "--no-show"], MISSING),
+    "predict missing onnx": ("predict", ["--weights", f"{MISSING}.onnx", "--source", "x.jpg",
+                                         "--no-show"], MISSING),
     "export missing weights": ("export", ["--weights", f"{MISSING}.pt"], MISSING),
     "check-data missing data": ("check-data", ["--data", f"{MISSING}.yaml"], MISSING),
     "visualize-data missing data": ("visualize-data", ["--data", f"{MISSING}.yaml"], MISSING),
@@ -36,7 +40,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_user_error_is_one_message_and_nonzero_exit(case, tmp_path, capsys, monkeypatch):
+def test_user_error_is_one_message_and_exit_status_2(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     name, argv, expected = CASES[case]
     argv = [str(_bad_yaml(tmp_path)) if a == "@bad" else a for a in argv]
@@ -48,7 +52,7 @@ def test_user_error_is_one_message_and_nonzero_exit(case, tmp_path, capsys, monk
             print(e.code, file=sys.stderr)
     out = capsys.readouterr()
     text = out.err + out.out
-    assert status not in (0, None), text
+    assert status == 2, text
     assert expected.lower() in text.lower(), text
     assert "Traceback" not in text
 
@@ -65,6 +69,53 @@ def test_a_foreign_onnx_file_is_one_message(tmp_path, capsys):
     status = run_command("eval", ["--weights", str(path), "--data", "coco128"])
     err = capsys.readouterr().err
     assert status == 2 and "not exported by" in err and "Traceback" not in err
+
+
+def _os_error(kind: str, tmp_path: Path) -> OSError:
+    """A real OSError of ``kind``, as a bug deep in the library would meet it."""
+    if kind == "PermissionError":  # root reads anything: made as the OS reports it
+        return PermissionError(13, "Permission denied", str(tmp_path / "cache"))
+    (tmp_path / "file").write_text("x")
+    target = {"FileNotFoundError": tmp_path / "internal" / "table.json",
+              "IsADirectoryError": tmp_path,
+              "NotADirectoryError": tmp_path / "file" / "child"}[kind]
+    with pytest.raises(OSError) as e:
+        open(target)
+    return e.value
+
+
+@pytest.mark.parametrize("kind", ["FileNotFoundError", "IsADirectoryError", "NotADirectoryError",
+                                  "PermissionError"])
+def test_an_os_error_from_inside_the_library_is_a_bug_with_its_traceback(kind, tmp_path, monkeypatch):
+    """Only the library's own user-error classes become one-line messages: an OSError it did
+    not raise about a path the user gave escapes the dispatcher (the console shows its
+    traceback, exit status 1)."""
+    import detector.cli.model_info as tool
+
+    error = _os_error(kind, tmp_path)
+    assert type(error).__name__ == kind
+
+    def buggy(argv=None):
+        raise error
+
+    monkeypatch.setattr(tool, "main", buggy)
+    with pytest.raises(type(error)):
+        run_command("model-info", [])
+
+
+def test_console_shows_the_traceback_of_a_genuine_bug(tmp_path):
+    """End to end: a FileNotFoundError the library did not mean for the user exits 1 with its
+    traceback; the same command's missing user file (just above) exits 2 without one."""
+    code = ("import sys, detector.cli as cli, detector.cli.model_info as tool\n"
+            "def buggy(argv=None):\n"
+            "    open('internal_table_that_is_not_there.json')\n"
+            "tool.main = buggy\n"
+            "sys.exit(cli.main(['model-info']))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" in res.stderr and "FileNotFoundError" in res.stderr, res.stderr
+    assert "internal_table_that_is_not_there.json" in res.stderr
 
 
 def test_unknown_command_suggests_the_closest():

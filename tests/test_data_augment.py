@@ -8,7 +8,7 @@ import torch
 from detector.data import (AugmentConfig, TrainTransform, build_dataloader, build_dataset,
                            random_size, rescale_batch)
 
-from data_fixtures import CLASS_COLORS, coco_cfg, make_rect_coco
+from rect_datasets import CLASS_COLORS, coco_cfg, make_rect_coco
 
 NO_COLOR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
 

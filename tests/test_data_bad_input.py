@@ -13,35 +13,12 @@ from detector.data import (AugmentConfig, ImageReadError, LabelError, build_data
                            build_dataset, read_image)
 from detector.data.image_io import image_size
 
-from data_fixtures import (coco_cfg, make_rect_coco, rect_image, write_coco,
+from rect_datasets import (coco_cfg, make_rect_coco, rect_image, write_coco,
                           write_rgb, write_yolo_label, yolo_cfg)
 from test_data_augment import assert_boxes_on_their_colour
 
 
 # ------------------------------------------------------------------------------ unreadable files
-@pytest.fixture
-def broken_coco(tmp_path):
-    """6 good images + corrupt, truncated, zero-byte and missing files, all in the JSON."""
-    root = make_rect_coco(tmp_path, n=6, size=(120, 160))
-    img_dir = root / "images" / "train"
-    rng = np.random.default_rng(0)
-    (img_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 20)
-    big = rect_image(240, 320, [(40, 40, 120, 120)], [0])
-    big += rng.integers(0, 60, big.shape, dtype=np.uint8)  # entropy, so the cut lands in the scan data
-    ok, enc = cv2.imencode(".jpg", big)
-    (img_dir / "truncated.jpg").write_bytes(enc.tobytes()[: int(len(enc) * 0.8)])
-    (img_dir / "empty.jpg").write_bytes(b"")
-    ann_path = root / "annotations" / "instances_train.json"
-    data = json.loads(ann_path.read_text())
-    for k, name in enumerate(["corrupt.jpg", "truncated.jpg", "empty.jpg", "missing.jpg"]):
-        image_id = 100 + k
-        data["images"].append({"id": image_id, "file_name": name, "height": 240, "width": 320})
-        data["annotations"].append({"id": 1000 + k, "image_id": image_id, "category_id": 3,
-                                    "bbox": [40, 40, 80, 80], "area": 6400.0, "iscrowd": 0})
-    ann_path.write_text(json.dumps(data))
-    return root
-
-
 def test_unreadable_images_raise_read_errors(broken_coco):
     d = broken_coco / "images" / "train"
     for name, what in [("corrupt.jpg", "not a decodable"), ("truncated.jpg", "truncated"),

@@ -14,7 +14,8 @@ from PIL import Image
 from detector.data import AugmentConfig, LabelError, build_dataloader, build_dataset
 from detector.data.check import check_split
 
-from data_fixtures import REPO, coco_cfg, rect_image, write_coco, write_rgb, write_yolo_label, yolo_cfg
+from conftest import REPO
+from rect_datasets import coco_cfg, rect_image, write_coco, write_rgb, write_yolo_label, yolo_cfg
 
 BOX = (0, 0.5, 0.5, 0.4, 0.4)
 

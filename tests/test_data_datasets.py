@@ -12,7 +12,8 @@ from detector.config import ConfigError
 from detector.data import (AugmentConfig, DatasetNotFoundError, build_dataloader, build_dataset,
                            load_augment_config, load_data_config, unletterbox_boxes)
 
-from data_fixtures import COCO128, DATA_CONFIGS, coco_cfg, make_rect_coco, need_coco128
+from conftest import COCO128, DATA_CONFIGS, need_coco128
+from rect_datasets import coco_cfg, make_rect_coco
 
 
 # ------------------------------------------------------------------------------ configs

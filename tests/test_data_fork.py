@@ -6,7 +6,7 @@ import pytest
 
 from detector.data import build_dataset
 
-from data_fixtures import coco_cfg, make_rect_coco
+from rect_datasets import coco_cfg, make_rect_coco
 
 
 def _report(queue):

@@ -9,7 +9,8 @@ from detector.data import build_dataset
 from detector.data.labels import scan_coco
 from detector.data.records import ImageRecord, PackedStrings, RecordStore
 
-from data_fixtures import COCO128, DATA_CONFIGS, coco_cfg, make_rect_coco, need_coco128, rect_image, write_coco, write_rgb
+from conftest import COCO128, DATA_CONFIGS, need_coco128
+from rect_datasets import coco_cfg, make_rect_coco, rect_image, write_coco, write_rgb
 
 
 def test_packed_strings_round_trip_any_path():

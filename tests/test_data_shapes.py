@@ -9,7 +9,7 @@ import yaml
 from detector.data import build_dataset, load_data_config
 from detector.data.shapes import CLASSES, _bbox, draw_shape, make_shapes, shape_points
 
-from data_fixtures import DATA_CONFIGS
+from conftest import DATA_CONFIGS
 
 
 def test_make_shapes_is_deterministic_and_valid_coco(tmp_path):

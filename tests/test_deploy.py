@@ -11,7 +11,7 @@ from detector.config import load_config
 from detector.export.onnx_export import export_onnx
 from detector.models.blocks import CSPStage
 from detector.models.deploy import EvenAvgPool, reparameterize
-from model_fixtures import calibrated_detector
+from conftest import calibrated_detector
 
 FLAGSHIP = "configs/csppelee_efm_sam.yaml"
 

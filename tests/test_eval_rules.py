@@ -16,8 +16,7 @@ from detector.engine.checkpoint import save_checkpoint
 from detector.evaluation import COCOEvaluator
 from detector.inference import Predictor
 
-from data_fixtures import coco_cfg, make_rect_coco, yolo_cfg
-from test_data_bad_input import broken_coco  # noqa: F401  (fixture)
+from rect_datasets import coco_cfg, make_rect_coco, yolo_cfg
 
 SMALL = {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
          "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}
@@ -76,7 +75,7 @@ def test_a_fixed_size_onnx_file_runs_at_its_size(ckpt_256, tmp_path):
 
 
 # ------------------------------------------------------------------------ unreadable images
-def test_unreadable_images_are_left_out_of_the_score_and_counted(broken_coco):  # noqa: F811
+def test_unreadable_images_are_left_out_of_the_score_and_counted(broken_coco):
     """Ground truth fed back as detections scores AP 1 although two files cannot be decoded
     (a grey placeholder scored as an image would have its boxes counted as missed)."""
     ds = build_dataset(coco_cfg(broken_coco), "val", 64)
@@ -91,7 +90,7 @@ def test_unreadable_images_are_left_out_of_the_score_and_counted(broken_coco):  
     assert m["AP"] > 0.99
 
 
-def test_eval_tool_says_how_many_images_were_unreadable(broken_coco, tmp_path, capsys):  # noqa: F811
+def test_eval_tool_says_how_many_images_were_unreadable(broken_coco, tmp_path, capsys):
     from detector.cli.eval import main
     torch.manual_seed(0)
     model = build_model({"model": SMALL})

@@ -13,7 +13,7 @@ from detector.engine.checkpoint import save_checkpoint
 from detector.evaluation import COCOEvaluator, evaluate
 from detector.export.onnx_export import export_onnx
 from detector.export.onnx_runtime import ONNXRuntimeDetector
-from model_fixtures import calibrated_detector
+from conftest import calibrated_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"

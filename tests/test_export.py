@@ -10,7 +10,7 @@ from detector.engine.checkpoint import save_checkpoint
 from detector.export.onnx_export import export_onnx, read_metadata
 from detector.export.onnx_runtime import ONNXRuntimeDetector
 from detector.models.postprocess import postprocess, postprocess_numpy
-from model_fixtures import calibrated_detector
+from conftest import calibrated_detector
 
 # A small real detector (PeleeNet + EFM(SAM) + YOLO head) at a small input keeps this quick.
 SMALL = {"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",

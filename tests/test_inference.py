@@ -110,7 +110,7 @@ def test_onnx_predictor_runs_no_torch_op_but_nms(tmp_path):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from detector.export.onnx_export import export_onnx
-    from model_fixtures import calibrated_detector
+    from conftest import calibrated_detector
 
     model = calibrated_detector({"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
                                            "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}})

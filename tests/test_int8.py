@@ -9,7 +9,7 @@ import torch
 from detector.engine.checkpoint import save_checkpoint
 from detector.export.onnx_export import export_onnx, read_metadata
 from detector.export.quantize import QuantizationError, calibration_images, quantize_onnx
-from model_fixtures import calibrated_detector
+from conftest import calibrated_detector
 
 SMALL = {"model": {"num_classes": 2, "backbone": "configs/backbones/peleenet.yaml",
                    "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}}

@@ -1,5 +1,7 @@
 """PRN neck and the paper's PRN detectors: partial residuals, build, forward, ONNX export, training."""
 import copy
+import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,10 @@ from detector.export.onnx_export import export_onnx
 from detector.export.onnx_runtime import ONNXRuntimeDetector
 from detector.models.detector import build_detector
 from detector.models.loss import YOLOLoss
+from detector.models.state_dict import load_checkpoint, model_state
 from detector.models.postprocess import postprocess
 from detector.models.prn import PRN, PRNConfig, partial_add
-from model_fixtures import calibrated_detector
+from conftest import calibrated_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 PRN_CONFIGS = {"csppelee_ref_prn": [8, 16, 32], "cspdensenet_ref_prn": [16, 32]}
@@ -142,4 +145,22 @@ def test_the_fastest_prn_detector_trains_through_the_trainer(tmp_path):
     cfg["eval"] = {"img_size": 64, "conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100, "interval": 1}
     Trainer(cfg, progress=False).train()
     run = tmp_path / "runs" / "prn"
-    assert (run / "last.pt").is_file() and (run / "results.csv").is_file()
+    # the epoch's losses and the evaluation's metrics were logged, as numbers
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1"]
+    row = {k: float(v) for k, v in rows[0].items()}
+    for key in ("train/box", "train/obj", "train/cls", "train/total", "lr"):
+        assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+    for key in ("AP", "AP50", "AP75"):
+        assert 0.0 <= row[key] <= 1.0, (key, row[key])
+    # the checkpoint rebuilds the 2-level detector, loads strictly and predicts finite boxes
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["names"] == cfg["data"]["names"]
+    model = build_model({"model": ckpt["config"]["model"]}).eval()
+    model.load_state_dict(model_state(ckpt))
+    assert model.strides == [16, 32] and model.num_classes == 5
+    with torch.no_grad():
+        raw = model(torch.rand(1, 3, 64, 64))
+        boxes = model.decode(raw)
+    assert [tuple(r.shape) for r in raw] == [(1, 3 * 10, 4, 4), (1, 3 * 10, 2, 2)]
+    assert boxes.shape == (1, 3 * (16 + 4), 10) and torch.isfinite(boxes).all()

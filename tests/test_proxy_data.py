@@ -13,7 +13,7 @@ from detector.data import build_dataset, load_data_config
 from detector.data.config import GenerateConfig, shapes_params_hash
 from detector.data.proxy import CLASSES, MIN_VISIBLE, draw_image, load_photos, make_proxy, resolve_textures
 
-from data_fixtures import COCO128, DATA_CONFIGS
+from conftest import COCO128, DATA_CONFIGS
 
 
 def _read(root, split):

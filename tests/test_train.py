@@ -19,45 +19,7 @@ import yaml
 from detector.engine.checkpoint import load_checkpoint, load_detector_weights, model_state
 from detector.engine.trainer import NonFiniteLossError, Trainer
 
-REPO = Path(__file__).resolve().parents[1]
-
-TINY_MODEL = {
-    "num_classes": 80,
-    "backbone": {
-        "arch": "cspnet", "name": "tiny", "num_classes": 0, "act": "leaky_relu", "act_slope": 0.1,
-        "stem": {"type": "conv", "channels": [8], "kernel_size": 3, "stride": 2, "pool": "max",
-                 "pool_kernel": 2},
-        "stage_defaults": {"csp": True, "block": "basic", "down": "conv", "stride": 2,
-                           "shortcut": "darknet"},
-        "stages": [{"depth": 1, "out_channels": 16, "stride": 1}, {"depth": 1, "out_channels": 16},
-                   {"depth": 1, "out_channels": 32}, {"depth": 1, "out_channels": 32}],
-    },
-    "neck": {"type": "efm", "channels": [8, 8, 8], "maxout": True, "refine": "sam",
-             "down": "maxpool", "act": "leaky_relu"},
-    "head": {"anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
-                         [116, 90, 156, 198, 373, 326]],
-             "strides": [8, 16, 32], "width": [16, 16, 16]},
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    from detector.data.shapes import make_shapes
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes(root, num_train=16, num_val=8, img_size=64, seed=0, progress=False)
-    return {"format": "coco", "root": str(root),
-            "train": {"images": "images/train", "annotations": "annotations/instances_train.json"},
-            "val": {"images": "images/val", "annotations": "annotations/instances_val.json"},
-            "names": ["circle", "square", "triangle", "star", "cross"]}
-
-
-def tiny_config(tiny_data, save_dir, **train):
-    t = {"name": "tiny", "epochs": 2, "batch_size": 4, "img_size": 64, "workers": 0, "threads": 1,
-         "save_dir": str(save_dir), "lr": 0.01, "warmup_epochs": 0.5, "warmup_min_iters": 0}
-    t.update(train)
-    return {"model": TINY_MODEL, "data": tiny_data, "train": t,
-            "eval": {"img_size": 64, "conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100,
-                     "interval": 1}}
+from conftest import REPO, TINY_MODEL, tiny_config
 
 
 def run_cli(args, cwd, env_extra=None, wait=True, batch_log=None):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from test_train import tiny_config, tiny_data  # noqa: F401  (tiny_data is a fixture)
+from conftest import tiny_config
 
 
 def _free_port() -> int:
@@ -67,7 +67,7 @@ def _run(cfg, out_dir):
     return logs, [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
-def _ddp_config(tiny_data, tmp_path):  # noqa: F811
+def _ddp_config(tiny_data, tmp_path):
     data = _one_image_data(tiny_data, tmp_path / "data")
     cfg = tiny_config(data, tmp_path / "runs", epochs=1, batch_size=2, device="cpu", workers=2)
     cfg["train"]["augment"] = {"mosaic": 0.5, "mixup": 0.0}
@@ -94,7 +94,7 @@ def _loader_crcs(data, cfg, rank, workers):
     return out
 
 
-def test_ddp_with_workers_gives_each_rank_its_own_augmentation(tiny_data, tmp_path):  # noqa: F811
+def test_ddp_with_workers_gives_each_rank_its_own_augmentation(tiny_data, tmp_path):
     data, cfg = _ddp_config(tiny_data, tmp_path)
     logs, dumps = _run(cfg, tmp_path / "a")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny"]  # rank 1 made none
@@ -119,7 +119,7 @@ def test_ddp_with_workers_gives_each_rank_its_own_augmentation(tiny_data, tmp_pa
 
 
 @pytest.mark.slow
-def test_ddp_with_workers_repeats_exactly_for_the_same_seed(tiny_data, tmp_path):  # noqa: F811
+def test_ddp_with_workers_repeats_exactly_for_the_same_seed(tiny_data, tmp_path):
     _, cfg = _ddp_config(tiny_data, tmp_path)
     logs, dumps = _run(cfg, tmp_path / "a")
     cfg["train"]["name"] = "again"

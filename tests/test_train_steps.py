@@ -8,10 +8,10 @@ from detector.data import AugmentConfig, build_dataset
 from detector.data.sampler import ResumableSampler, SampleKey
 from detector.engine.checkpoint import load_checkpoint
 from detector.engine.trainer import Trainer
-from test_train import tiny_config, tiny_data  # noqa: F401  (tiny_data is a fixture)
+from conftest import tiny_config
 
 
-def test_bf16_autocast_on_cpu_trains_a_step_with_a_finite_loss(tiny_data, tmp_path):  # noqa: F811
+def test_bf16_autocast_on_cpu_trains_a_step_with_a_finite_loss(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path, epochs=1, batch_size=2, amp="bf16", cpu_amp=True,
                       workers=2, device="cpu")
     trainer = Trainer(cfg, progress=False)
@@ -38,7 +38,7 @@ def test_bf16_autocast_on_cpu_trains_a_step_with_a_finite_loss(tiny_data, tmp_pa
         trainer.after_train()
 
 
-def test_without_cpu_amp_bf16_is_ignored_on_cpu(tiny_data, tmp_path):  # noqa: F811
+def test_without_cpu_amp_bf16_is_ignored_on_cpu(tiny_data, tmp_path):
     trainer = Trainer(tiny_config(tiny_data, tmp_path, amp="bf16", device="cpu"), progress=False)
     try:
         trainer.before_train()
@@ -48,7 +48,7 @@ def test_without_cpu_amp_bf16_is_ignored_on_cpu(tiny_data, tmp_path):  # noqa: F
 
 
 @pytest.mark.parametrize("nominal,accumulate,steps", [(8, 4, 2), (6, 3, 3)])
-def test_gradient_accumulation_to_a_nominal_batch(tiny_data, tmp_path, monkeypatch, nominal,  # noqa: F811
+def test_gradient_accumulation_to_a_nominal_batch(tiny_data, tmp_path, monkeypatch, nominal,
                                                   accumulate, steps):
     """16 images in batches of 2 = 8 batches per epoch; a nominal batch of 8 steps the optimizer
     every 4 batches (2 steps), of 6 every 3 (3 steps: the last window has the 2 left over)."""
@@ -94,7 +94,7 @@ def test_sampler_splits_an_epoch_among_ranks_and_resumes_at_a_position():
     assert len(list(odd)) == 3
 
 
-def test_a_keyed_sample_does_not_depend_on_what_its_worker_loaded_before(tiny_data):  # noqa: F811
+def test_a_keyed_sample_does_not_depend_on_what_its_worker_loaded_before(tiny_data):
     """What makes resume and any number of workers exact: a (index, seed) key gives the same
     sample (mosaic partners included) in a fresh worker and in one whose buffer is full."""
     aug = AugmentConfig(mosaic=1.0, mixup=0.5)

@@ -45,9 +45,12 @@ def usage() -> str:
 
 
 # Exceptions that mean "the user gave us something we cannot use" (a bad config, dataset, file
-# or class id): one line and exit status 2, no traceback. Anything else is our bug and keeps its
-# traceback. CSPDET_DEBUG=1 shows the traceback for user errors too.
+# or class id): one line and exit status 2, no traceback. Only the library's own classes count:
+# it raises them where it opens a path the user gave, so a FileNotFoundError or PermissionError
+# from anywhere else is our bug and keeps its traceback (exit status 1). CSPDET_DEBUG=1 shows
+# the traceback for user errors too.
 USER_ERRORS = (
+    ("detector.common", "PathNotFoundError"),
     ("detector.config", "ConfigError"),
     ("detector.engine.checkpoint", "CheckpointError"),
     ("detector.data.config", "DatasetNotFoundError"),
@@ -56,10 +59,6 @@ USER_ERRORS = (
     ("detector.cli.demo", "DemoError"),
     ("detector.export.onnx_runtime", "ModelFileError"),
     ("detector.export.quantize", "QuantizationError"),
-    ("builtins", "FileNotFoundError"),
-    ("builtins", "NotADirectoryError"),
-    ("builtins", "IsADirectoryError"),
-    ("builtins", "PermissionError"),
 )
 
 

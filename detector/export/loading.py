@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..common import PathNotFoundError
 from ..inference import ONNX_SUFFIXES  # noqa: F401  (re-exported)
 
 
@@ -48,7 +49,7 @@ def load_model(weights, device: str = "cpu", fuse: bool = True, threads: Optiona
     if not path.exists() and path.suffix.lower() in (".yaml", ".yml"):
         path = find_config(path)  # a shipped config by name or repository path
     if not path.exists():
-        raise FileNotFoundError(f"weights not found: {weights}")
+        raise PathNotFoundError(f"weights not found: {weights}")
     predictor = Predictor(str(path), img_size=img_size, device=device, fuse=fuse, threads=threads)
     return LoadedModel(predictor.model, list(predictor.names), predictor.backend, predictor.config,
                        str(path), predictor.img_size, predictor)

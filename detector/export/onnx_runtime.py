@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..common import PathNotFoundError
 from .onnx_export import detections_to_predictions, read_metadata
 
 _GLOBAL_POOL: Optional[int] = None
@@ -81,7 +82,7 @@ class ONNXRuntimeDetector:
     def __init__(self, path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
+            raise PathNotFoundError(f"ONNX model not found: {path}")
         self.path = path
         self.meta = read_metadata(path)
         if not self.meta:

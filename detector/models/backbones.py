@@ -9,6 +9,7 @@ other keys override it.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch.nn as nn
 from ..config import (ConfigError, PathOrDict, check_keys, closest_key, configs_root, from_dict,
                       load_config)
 from .blocks import CSPStage, PeleeStem, PlainStage, get_block
+from .deploy import as_conv_act, cat, fold_batchnorm, input_cuts, piece_form
 from .layers import ConvNormAct, check_channels, get_act, get_norm
 
 CONFIG_DIR = configs_root() / "backbones"  # arch presets: configs/backbones/<arch>.yaml
@@ -203,6 +205,58 @@ class CSPBackbone(nn.Module):
         if self.head is None:
             return self.forward_features(x)
         x = self._run(x, taps=False)[1]  # the last stage, even past stride 32
+        if self.conv_head is not None:
+            x = self.conv_head(x)
+        return self.head(x)
+
+    def reparameterize(self, align: bool = True) -> "DeployBackbone":
+        """The deployed form (:mod:`detector.models.deploy`): BatchNorm folded, stem and stages
+        on piece lists; same outputs. ``align`` pads narrow bottlenecks to the NCHWc block."""
+        fold_batchnorm(self.eval())
+        return DeployBackbone(self, align).eval()
+
+
+class DeployBackbone(nn.Module):
+    """A :class:`CSPBackbone`, re-parameterised for deployment.
+
+    Same interface (``forward_features``, ``forward``, ``feature_channels``, ...), same
+    outputs; the stem and stages pass piece lists between them, each stage's input cut where
+    the stage after it splits (see :mod:`detector.models.deploy`).
+    """
+
+    COPIED = ("config", "name", "in_channels", "num_classes", "stem_channels", "stem_stride",
+              "stage_channels", "stage_strides", "feature_indices", "feature_channels",
+              "feature_strides", "num_features")
+
+    def __init__(self, backbone: CSPBackbone, align: bool = True):
+        super().__init__()
+        for key in self.COPIED:
+            if hasattr(backbone, key):
+                setattr(self, key, getattr(backbone, key))
+        stages = list(backbone.stages)
+        needs = [set() for _ in stages]  # the cuts each stage's output needs, planned backwards
+        stem_needs: set = set()
+        for i in range(len(stages) - 1, -1, -1):
+            (needs[i - 1] if i > 0 else stem_needs).update(input_cuts(stages[i], needs[i]))
+        self.stem = piece_form(backbone.stem, stem_needs, align)
+        self.stages = nn.ModuleList(piece_form(s, needs[i], align) for i, s in enumerate(stages))
+        self.conv_head = as_conv_act(backbone.conv_head) if getattr(backbone, "conv_head", None) is not None else None
+        self.head = copy.deepcopy(getattr(backbone, "head", None))
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        pieces = self.stem(x)
+        feats = []
+        for i, stage in enumerate(self.stages):
+            pieces = stage(pieces)
+            if i in self.feature_indices:
+                feats.append(cat(pieces))
+        return feats
+
+    def forward(self, x: torch.Tensor):
+        feats = self.forward_features(x)
+        if self.head is None:
+            return feats
+        x = feats[-1]
         if self.conv_head is not None:
             x = self.conv_head(x)
         return self.head(x)

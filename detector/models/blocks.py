@@ -7,16 +7,23 @@ Module and attribute names follow timm's ``cspnet.py`` (``conv``/``bn`` inside a
 ``conv1..3`` inside blocks, ``conv_down``/``conv_exp``/``blocks``/``conv_transition_b``/
 ``conv_transition`` inside a stage) so timm checkpoints map onto ours key for key, and so the
 detector's ``fuse()`` finds every ``conv`` + ``bn`` pair.
+
+Deployed forms (:mod:`detector.models.deploy`) live here too: a CSP stage builds its piece-list
+form (:class:`PieceStage`), blocks pad their own bottlenecks (``align_widths``) and plain
+stages and the Pelee stem name their output conv (``output_unit``).
 """
 from __future__ import annotations
 
+import copy
 import inspect
-from typing import Callable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 import torch.nn as nn
 
 from ..config import ConfigError, closest_key
+from .deploy import (Pieces, align_blocks, as_conv_act, cat, channelwise, convert_units, pad_pair,
+                     split_rows, take)
 from .layers import ConvNormAct, check_channels, get_act, get_norm  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------- blocks
@@ -26,9 +33,19 @@ from .layers import ConvNormAct, check_channels, get_act, get_norm  # noqa: F401
 # Keywords the callable does not accept are not passed (see make_block). The module's
 # ``out_channels`` attribute, when it has one, is the width the next block gets; dense layers
 # grow their input instead (``in_channels + growth_rate``; ``out_channels`` is ignored).
+# A block may also have ``align_widths()``: in its deployed form (BatchNorm folded, units as
+# ``deploy.ConvAct``) it pads a bottleneck narrower than the NCHWc block (detector.models.deploy).
 
 
-class ResNetBasicBlock(nn.Module):
+class _AlignConv1(nn.Module):
+    """Base of the blocks whose ``conv1`` feeds ``conv2`` alone."""
+
+    def align_widths(self) -> None:
+        """Deployed form: ``conv1``'s output padded to the NCHWc block (exact)."""
+        pad_pair(self.conv1, self.conv2)
+
+
+class ResNetBasicBlock(_AlignConv1):
     """ResNet basic block: 3x3 -> 3x3 (linear) + shortcut, then the activation."""
 
     def __init__(self, in_channels, out_channels, stride=1, *, norm=nn.BatchNorm2d, act=nn.ReLU,
@@ -44,7 +61,7 @@ class ResNetBasicBlock(nn.Module):
         return self.act(self.shortcut(self.conv2(self.conv1(x)), x))
 
 
-class ResNetBottleneck(nn.Module):
+class ResNetBottleneck(_AlignConv1):
     """ResNet bottleneck: 1x1 -> 3x3 (grouped for ResNeXt) -> 1x1 (linear) + shortcut, then act.
 
     ``bottle_ratio`` sets the inner width relative to ``out_channels`` (0.25 in torchvision's
@@ -75,7 +92,7 @@ class ResNeXtBottleneck(ResNetBottleneck):
         super().__init__(in_channels, out_channels, stride, groups=groups, **kwargs)
 
 
-class DarkBlock(nn.Module):
+class DarkBlock(_AlignConv1):
     """Darknet residual: 1x1 (``bottle_ratio`` x out) -> 3x3 back to out, plus the input.
 
     Exported as ``DarknetBottleneck`` too (the reference CSPNet API's name)."""
@@ -95,7 +112,7 @@ class DarkBlock(nn.Module):
         return x + self.conv2(self.conv1(x))
 
 
-class DenseLayer(nn.Module):
+class DenseLayer(_AlignConv1):
     """DenseNet layer (conv-BN-act order): 1x1 to ``bottle_ratio`` x growth -> 3x3 to growth;
     the output is ``cat[x, new]``."""
 
@@ -136,6 +153,11 @@ class TwoWayDenseLayer(nn.Module):
         self.branch2c = ConvNormAct(half, half, 3, 1, 1, norm, act)
         self.out_channels = in_channels + 2 * half
 
+    def align_widths(self) -> None:
+        """Deployed form: each branch's 1x1 output padded to the NCHWc block (exact)."""
+        pad_pair(self.branch1a, self.branch1b)
+        pad_pair(self.branch2a, self.branch2b)
+
     def forward(self, x):
         b1 = self.branch1b(self.branch1a(x))
         b2 = self.branch2c(self.branch2b(self.branch2a(x)))
@@ -158,6 +180,10 @@ class PeleeStem(nn.Module):
     def forward(self, x):
         x = self.conv1(x)
         return self.fuse(torch.cat([self.branch_b(self.branch_a(x)), self.pool(x)], 1))
+
+    def output_unit(self) -> str:
+        """The unit whose output is the stem's (its rows split in the deployed form)."""
+        return "fuse"
 
 
 DarknetBottleneck = DarkBlock
@@ -385,6 +411,80 @@ class CSPStage(nn.Module):
         out = torch.cat([xs, xb], dim=1)
         return out if self.fusion == "last" else self.conv_transition(out)
 
+    # ---- deployed form (detector.models.deploy): the stage on piece lists, no slicing
+
+    def input_cuts(self, out_cuts: Iterable[int]) -> set:
+        """Piece boundaries this stage wants in its input so that it never slices: with
+        ``split='slice'`` (and a per-channel down layer), the bypass part's edges."""
+        if self.split_mode != "slice" or channelwise(self.conv_down) is None:
+            return set()
+        bypass = self.split_sizes[0]
+        cuts = {bypass}
+        if self.fusion == "last":
+            cuts |= {c for c in out_cuts if 0 < c < bypass}
+        return cuts
+
+    def piece_form(self, out_cuts: Iterable[int], align: bool = True) -> "PieceStage":
+        """This stage (BatchNorm folded) from a piece list to pieces cut at ``out_cuts``."""
+        return PieceStage(self, out_cuts, align)
+
+
+class PieceStage(nn.Module):
+    """The deployed form of a :class:`CSPStage`: piece lists in and out, the split folded into
+    the convs that produce each part, so the graph slices only where a piece boundary is not
+    where the split needs it (see :mod:`detector.models.deploy`)."""
+
+    def __init__(self, stage: CSPStage, out_cuts: Iterable[int], align: bool = True):
+        super().__init__()
+        out_cuts = sorted(set(out_cuts))
+        self.fusion, self.split_mode = stage.fusion, stage.split_mode
+        self.bypass, self.block_in = stage.split_sizes
+        self.blocks = convert_units(copy.deepcopy(stage.blocks))
+        if align:
+            align_blocks(self.blocks)
+        down = channelwise(stage.conv_down)
+        self.down_per_piece = down is not None
+        self.down = down if self.down_per_piece else as_conv_act(stage.conv_down)
+        bypass_cuts = [c for c in out_cuts if 0 < c < self.bypass] if self.fusion == "last" else []
+        self.part1, self.part2 = self._parts(stage, bypass_cuts)
+        self.transition_b = self.transition = None
+        if self.fusion != "first":
+            cuts = [c - self.bypass for c in out_cuts if c > self.bypass] if self.fusion == "last" else []
+            self.transition_b = nn.ModuleList(split_rows(as_conv_act(stage.conv_transition_b), cuts))
+        if self.fusion != "last":
+            self.transition = nn.ModuleList(split_rows(as_conv_act(stage.conv_transition), out_cuts))
+
+    def _parts(self, stage: CSPStage, bypass_cuts: list):
+        """The convs computing the bypass part (split at ``bypass_cuts``) and the block part;
+        (None, None) where the parts are pieces of the input already."""
+        if self.split_mode == "slice" and not self.down_per_piece:
+            # the down conv's rows are the two parts
+            parts = split_rows(self.down, [self.bypass] + bypass_cuts)
+            self.down = None
+        elif self.split_mode == "conv":
+            parts = split_rows(as_conv_act(stage.conv_exp), [self.bypass] + bypass_cuts)
+        elif self.split_mode == "two_conv":
+            return (nn.ModuleList(split_rows(as_conv_act(stage.conv_part1), bypass_cuts)),
+                    as_conv_act(stage.conv_part2))
+        else:
+            return None, None
+        return nn.ModuleList(parts[:-1]), parts[-1]
+
+    def forward(self, pieces: Pieces) -> Pieces:
+        if self.down_per_piece:
+            pieces = [self.down(p) for p in pieces]
+        if self.split_mode == "slice" and self.part2 is None:
+            xs, xb = take(pieces, 0, self.bypass), cat(take(pieces, self.bypass, self.bypass + self.block_in))
+        else:
+            x = cat(pieces) if self.down is None or self.down_per_piece else self.down(cat(pieces))
+            xs, xb = [p(x) for p in self.part1], self.part2(x)
+        xb = self.blocks(xb)
+        tb = [t(xb) for t in self.transition_b] if self.fusion != "first" else [xb]
+        if self.fusion == "last":
+            return list(xs) + tb
+        y = cat(list(xs) + tb)
+        return [t(y) for t in self.transition]
+
 
 class PlainStage(nn.Module):
     """A stage without the CSP split (the baselines): down -> blocks [-> 1x1 transition].
@@ -428,8 +528,12 @@ class PlainStage(nn.Module):
             x = self.conv_transition(x)
         return x
 
+    def output_unit(self) -> Optional[str]:
+        """The unit whose output is the stage's, if a conv (its rows split in the deployed form)."""
+        return "conv_transition" if hasattr(self, "conv_transition") else None
+
 
 __all__ = ["ConvNormAct", "ResNetBasicBlock", "ResNetBottleneck", "ResNeXtBottleneck", "DarkBlock",
            "DarknetBottleneck", "DenseLayer", "TwoWayDenseLayer", "PeleeStem", "CSPStage",
-           "PlainStage", "BLOCKS", "get_block", "make_block", "get_act", "get_norm",
+           "PieceStage", "PlainStage", "BLOCKS", "get_block", "make_block", "get_act", "get_norm",
            "check_channels"]

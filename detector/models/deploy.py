@@ -21,14 +21,26 @@ The rewrites, each exact (outputs equal to float rounding; tests/test_deploy.py)
   same average as a depthwise 2x2 stride-2 conv of weight 1/4, which ORT runs blocked (and
   as an int8 conv after quantization); odd sizes (never the case for inputs that are
   multiples of 32) fall back to the original.
-* **Maxout without the slice or ``Max``** (:class:`MaxoutConv`): two convolutions (one per half)
-  and ``max(a, b) = a + relu(b - a)`` from blocked ops.
+* **Maxout without the slice or ``Max``** (:class:`~.layers.MaxoutConv`): two convolutions
+  (one per half) and ``max(a, b) = a + relu(b - a)`` from blocked ops.
 * **Aligned widths**: a dense layer's bottleneck narrower than a block (8 channels in
   CSPPeleeNet's first stage) gets zero channels up to 16; zero weights, zero bias and an
   activation with ``act(0) = 0`` leave every output unchanged.
 
 OpenCV DNN runs the rewritten graph as well (only Conv, Concat, Add, Relu, pooling, Resize,
 Mul, Sigmoid). The rewrite needs BatchNorm folded first (``Detector.fuse`` does both).
+
+Each deployed form lives on the module it replaces (timm's manner); this module holds the
+generic parts and the walk (:func:`reparameterize`) that finds them:
+
+* a module with a ``reparameterize(align)`` method is replaced by what it returns (a backbone
+  by its piece-list form, ``DeployBackbone``; the neck's ``Resample`` puts a
+  :class:`~.layers.MaxoutConv` in place of its conv + Maxout); torch's ceil-mode average pools
+  become :class:`EvenAvgPool`; any other module is walked into;
+* inside a backbone a stage with ``input_cuts`` / ``piece_form`` (``CSPStage``) builds its
+  own piece-list form; any other stage or stem runs whole (:class:`PieceModule`), the unit
+  named by its ``output_unit()`` (or a ``Sequential``'s last conv) split by rows at the cuts;
+* a block with ``align_widths()`` pads its own bottlenecks (:func:`pad_pair`).
 """
 from __future__ import annotations
 
@@ -39,7 +51,6 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-POOL_AS_CONV = True  # even-size average pools as depthwise convs (see EvenAvgPool)
 BLOCK = 16  # NCHWc block of ORT's CPU provider on AVX-512 (8 on AVX2: 16 is aligned for both)
 
 Pieces = List[torch.Tensor]
@@ -140,8 +151,11 @@ def pad_pair(first: ConvAct, second: ConvAct, multiple: int = BLOCK) -> bool:
     """Widen ``first``'s output (and ``second``'s input) with zero channels up to a multiple.
 
     Exact when ``act(0) == 0``: the extra channels are 0 and ``second`` gives them 0 weight.
-    Only for a plain (groups=1) pair where ``first`` feeds ``second`` alone.
+    Only for a plain (groups=1) pair of BN-folded units where ``first`` feeds ``second`` alone;
+    returns whether it padded.
     """
+    if not (isinstance(first, ConvAct) and isinstance(second, ConvAct)):
+        return False
     c = first.conv.out_channels
     target = -(-c // multiple) * multiple
     if (target == c or first.conv.groups != 1 or second.conv.groups != 1
@@ -188,27 +202,23 @@ def take(pieces: Sequence[torch.Tensor], start: int, stop: int) -> Pieces:
 
 class EvenAvgPool(nn.Module):
     """``AvgPool2d(k, k, ceil_mode=True)`` on a map that divides evenly, as a depthwise k x k
-    stride-k conv of weight 1/k^2 (the same average; ``ceil_mode=False`` pooling with
-    ``POOL_AS_CONV = False``). ORT has no blocked kernel for the ceil-mode pool; the conv runs
-    blocked in float32 (as fast as the floor-mode pool) and as an int8 conv in a quantized
-    graph, 17% faster than ORT's int8 average pool on the flagship. Odd maps keep the pool."""
+    stride-k conv of weight 1/k^2 (the same average). ORT has no blocked kernel for the
+    ceil-mode pool; the conv runs blocked in float32 (as fast as the floor-mode pool) and as an
+    int8 conv in a quantized graph, 17% faster than ORT's int8 average pool on the flagship.
+    Odd maps keep the pool."""
 
     def __init__(self, pool: nn.AvgPool2d):
         super().__init__()
         self.pool = pool
-        self.floor = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, ceil_mode=False,
-                                  count_include_pad=pool.count_include_pad)
         k = pool.kernel_size
         self.k = k if isinstance(k, int) else k[0]
 
     def forward(self, x):
-        if x.shape[-2] % self.k == 0 and x.shape[-1] % self.k == 0:
-            if POOL_AS_CONV:
-                c = int(x.shape[1])  # fixed by the graph: a constant kernel, also in dynamic exports
-                w = torch.full((c, 1, self.k, self.k), 1.0 / (self.k * self.k), dtype=x.dtype, device=x.device)
-                return torch.nn.functional.conv2d(x, w, stride=self.k, groups=c)
-            return self.floor(x)
-        return self.pool(x)
+        if x.shape[-2] % self.k or x.shape[-1] % self.k:
+            return self.pool(x)
+        c = int(x.shape[1])  # fixed by the graph: a constant kernel, also in dynamic exports
+        w = torch.full((c, 1, self.k, self.k), 1.0 / (self.k * self.k), dtype=x.dtype, device=x.device)
+        return torch.nn.functional.conv2d(x, w, stride=self.k, groups=c)
 
 
 def channelwise(m: nn.Module) -> Optional[nn.Module]:
@@ -224,37 +234,9 @@ def channelwise(m: nn.Module) -> Optional[nn.Module]:
     return None
 
 
-# ----------------------------------------------------------------------------- stages
+# ----------------------------------------------------------------------------- module forms
 
-def _stage_kind(stage: nn.Module) -> str:
-    if hasattr(stage, "split_sizes") and hasattr(stage, "fusion"):
-        return "csp"
-    return "plain" if hasattr(stage, "blocks") else "other"
-
-
-def input_cuts(stage: nn.Module, out_cuts: Iterable[int]) -> set:
-    """Piece boundaries this stage wants in its input so that it never slices."""
-    if _stage_kind(stage) != "csp" or stage.split_mode != "slice":
-        return set()
-    if channelwise(stage.conv_down) is None:
-        return set()
-    bypass = stage.split_sizes[0]
-    cuts = {bypass}
-    if stage.fusion == "last":
-        cuts |= {c for c in out_cuts if 0 < c < bypass}
-    return cuts
-
-
-def _pad_dense_blocks(blocks: nn.Sequential) -> None:
-    """Align the bottleneck widths of two-way / plain dense layers (exact)."""
-    for blk in blocks:
-        pairs = [("branch1a", "branch1b"), ("branch2a", "branch2b"), ("conv1", "conv2")]
-        for a, b in pairs:
-            if isinstance(getattr(blk, a, None), ConvAct) and isinstance(getattr(blk, b, None), ConvAct):
-                pad_pair(getattr(blk, a), getattr(blk, b))
-
-
-def _even_pools(module: nn.Module) -> nn.Module:
+def even_pools(module: nn.Module) -> nn.Module:
     """Every ``AvgPool2d(k, k, ceil_mode=True)`` inside ``module`` -> :class:`EvenAvgPool`."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
@@ -263,97 +245,59 @@ def _even_pools(module: nn.Module) -> nn.Module:
     return module
 
 
-def _convert_units(module: nn.Module) -> nn.Module:
+def convert_units(module: nn.Module) -> nn.Module:
     """Replace every conv-norm-act inside ``module`` by a :class:`ConvAct` (in place)."""
     for name, child in list(module.named_children()):
         if is_conv_norm_act(child):
             setattr(module, name, as_conv_act(child))
         else:
-            _convert_units(child)
+            convert_units(child)
     return module
 
 
-class PieceStage(nn.Module):
-    """A CSP stage on piece lists: no slicing where the planning put piece boundaries."""
+def align_blocks(module: nn.Module) -> None:
+    """Let every block inside ``module`` pad its bottleneck widths (its ``align_widths()``)."""
+    for m in module.modules():
+        if callable(getattr(m, "align_widths", None)):
+            m.align_widths()
 
-    def __init__(self, stage: nn.Module, out_cuts: Iterable[int], align: bool = True):
-        super().__init__()
-        out_cuts = sorted(set(out_cuts))
-        self.fusion, self.split_mode = stage.fusion, stage.split_mode
-        self.bypass, self.block_in = stage.split_sizes
-        down = channelwise(stage.conv_down)
-        self.down_per_piece = down is not None
-        self.blocks = _convert_units(copy.deepcopy(stage.blocks))
-        if align:
-            _pad_dense_blocks(self.blocks)
-        bypass_cuts = [c for c in out_cuts if 0 < c < self.bypass] if self.fusion == "last" else []
-        self.part1 = self.part2 = None
-        if self.down_per_piece:
-            self.down = down
-        else:
-            self.down = as_conv_act(stage.conv_down)
-        if self.split_mode == "slice" and not self.down_per_piece:
-            # the down conv's rows are the two parts
-            parts = split_rows(self.down, [self.bypass] + bypass_cuts)
-            self.down = None
-            self.part1, self.part2 = nn.ModuleList(parts[:-1]), parts[-1]
-        elif self.split_mode == "conv":
-            parts = split_rows(as_conv_act(stage.conv_exp), [self.bypass] + bypass_cuts)
-            self.part1, self.part2 = nn.ModuleList(parts[:-1]), parts[-1]
-        elif self.split_mode == "two_conv":
-            self.part1 = nn.ModuleList(split_rows(as_conv_act(stage.conv_part1), bypass_cuts))
-            self.part2 = as_conv_act(stage.conv_part2)
-        self.transition_b = self.transition = None
-        if self.fusion != "first":
-            tb = as_conv_act(stage.conv_transition_b)
-            cuts = [c - self.bypass for c in out_cuts if c > self.bypass] if self.fusion == "last" else []
-            self.transition_b = nn.ModuleList(split_rows(tb, cuts))
-        if self.fusion != "last":
-            self.transition = nn.ModuleList(split_rows(as_conv_act(stage.conv_transition), out_cuts))
 
-    def forward(self, pieces: Pieces) -> Pieces:
-        if self.down_per_piece:
-            pieces = [self.down(p) for p in pieces]
-        if self.split_mode == "slice" and self.part2 is None:
-            xs, xb = take(pieces, 0, self.bypass), cat(take(pieces, self.bypass, self.bypass + self.block_in))
-        else:
-            x = cat(pieces) if self.down is None or self.down_per_piece else self.down(cat(pieces))
-            xs, xb = [p(x) for p in self.part1], self.part2(x)
-        xb = self.blocks(xb)
-        if self.fusion != "first":
-            tb = [t(xb) for t in self.transition_b]
-        else:
-            tb = [xb]
-        if self.fusion == "last":
-            return list(xs) + tb
-        y = cat(list(xs) + tb)
-        return [t(y) for t in self.transition]
+def input_cuts(stage: nn.Module, out_cuts: Iterable[int]) -> set:
+    """Piece boundaries ``stage`` wants in its input so that it never slices (its own
+    ``input_cuts``; none for a stage that takes its input whole)."""
+    own = getattr(stage, "input_cuts", None)
+    return set(own(out_cuts)) if callable(own) else set()
+
+
+def piece_form(module: nn.Module, out_cuts: Iterable[int], align: bool = True) -> nn.Module:
+    """``module`` (a stem or stage) as a module from a piece list to a piece list cut at
+    ``out_cuts``: its own ``piece_form`` (CSP stages) or :class:`PieceModule`."""
+    own = getattr(module, "piece_form", None)
+    return own(out_cuts, align) if callable(own) else PieceModule(module, out_cuts, align)
 
 
 class PieceModule(nn.Module):
-    """Any other stage (plain stages, stems): the whole map in, pieces out.
+    """Any stage without a piece form of its own (plain stages, stems): the whole map in,
+    pieces out.
 
-    When the last unit is a conv-norm-act (a transition, the Pelee stem's fuse conv, a conv
-    stem) its rows are split at the cuts; otherwise the output is sliced (correct, slower).
+    When the last unit is a conv-norm-act (named by the module's ``output_unit()``, e.g. a
+    transition or the Pelee stem's fuse conv, or a ``Sequential``'s last conv) its rows are
+    split at the cuts; otherwise the output is sliced (correct, slower).
     """
 
     def __init__(self, module: nn.Module, out_cuts: Iterable[int], align: bool = True):
         super().__init__()
         self.cuts = sorted(set(out_cuts))
-        body = _even_pools(_convert_units(copy.deepcopy(module)))
-        if align and hasattr(body, "blocks"):
-            _pad_dense_blocks(body.blocks)
+        body = even_pools(convert_units(copy.deepcopy(module)))
+        if align:
+            align_blocks(body)
         self.body, self.last = body, None
-        self.tail = nn.Identity()
-        if not self.cuts:
-            return
-        last_name = _last_unit_name(body)
+        last_name = _output_unit_name(body) if self.cuts else None
         if last_name is not None:
+            # run the body with its last unit removed, then the row-split unit
             parent, attr, unit = _resolve(body, last_name)
-            # run the body with its last unit removed, then the row-split unit (+ what follows)
             setattr(parent, attr, nn.Identity())
             self.last = nn.ModuleList(split_rows(unit, self.cuts))
-            self.tail_names = last_name
 
     def forward(self, x) -> Pieces:
         x = cat(x) if isinstance(x, (list, tuple)) else x
@@ -374,134 +318,41 @@ def _resolve(root: nn.Module, dotted: str):
     return parent, parts[-1], getattr(parent, parts[-1])
 
 
-def _last_unit_name(body: nn.Module) -> Optional[str]:
-    """Name of the unit whose output is the module's output, if that is a :class:`ConvAct`.
-
-    Known layouts: PeleeNet stem (``fuse``), conv stems (``convN``, no pool after), plain
-    stages ending in ``conv_transition``."""
-    if isinstance(getattr(body, "fuse", None), ConvAct) and hasattr(body, "branch_a"):
-        return "fuse"
-    if isinstance(getattr(body, "conv_transition", None), ConvAct):
-        return "conv_transition"
-    if isinstance(body, nn.Sequential) and len(body) and isinstance(body[-1], ConvAct):
-        return list(body._modules)[-1]
-    return None
+def _output_unit_name(body: nn.Module) -> Optional[str]:
+    """Name of the unit whose output is the module's output, if that is a :class:`ConvAct`."""
+    own = getattr(body, "output_unit", None)
+    if callable(own):
+        name = own()
+    elif isinstance(body, nn.Sequential) and len(body):
+        name = list(body._modules)[-1]
+    else:
+        return None
+    return name if name is not None and isinstance(_resolve(body, name)[2], ConvAct) else None
 
 
-class DeployBackbone(nn.Module):
-    """A :class:`~detector.models.backbones.CSPBackbone`, re-parameterised for deployment.
-
-    Same interface (``forward_features``, ``forward``, ``feature_channels``, ...), same
-    outputs; the stem and stages pass piece lists between them (see the module docstring).
-    """
-
-    COPIED = ("config", "name", "in_channels", "num_classes", "stem_channels", "stem_stride",
-              "stage_channels", "stage_strides", "feature_indices", "feature_channels",
-              "feature_strides", "num_features")
-
-    def __init__(self, backbone: nn.Module, align: bool = True):
-        super().__init__()
-        for key in self.COPIED:
-            if hasattr(backbone, key):
-                setattr(self, key, getattr(backbone, key))
-        stages = list(backbone.stages)
-        needs = [set() for _ in stages]
-        stem_needs: set = set()
-        for i in range(len(stages) - 1, -1, -1):
-            cuts = input_cuts(stages[i], needs[i])
-            if i > 0:
-                needs[i - 1] |= cuts
-            else:
-                stem_needs |= cuts
-        self.stem = PieceModule(backbone.stem, stem_needs, align)
-        self.stages = nn.ModuleList(
-            PieceStage(s, needs[i], align) if _stage_kind(s) == "csp" else PieceModule(s, needs[i], align)
-            for i, s in enumerate(stages))
-        self.conv_head = as_conv_act(backbone.conv_head) if getattr(backbone, "conv_head", None) is not None else None
-        self.head = copy.deepcopy(getattr(backbone, "head", None))
-
-    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        pieces = self.stem(x)
-        feats = []
-        for i, stage in enumerate(self.stages):
-            pieces = stage(pieces)
-            if i in self.feature_indices:
-                feats.append(cat(pieces))
-        return feats
-
-    def forward(self, x: torch.Tensor):
-        feats = self.forward_features(x)
-        if self.head is None:
-            return feats
-        x = feats[-1]
-        if self.conv_head is not None:
-            x = self.conv_head(x)
-        return self.head(x)
-
-
-# ----------------------------------------------------------------------------- neck
-
-class MaxoutConv(nn.Module):
-    """conv-norm-act to 2C channels + Maxout, without a slice and without ``Max``.
-
-    The two halves come from two C-channel convs (``a``, ``b``); ``max(a, b)`` is computed as
-    ``a + relu(b - a)`` with ``-a`` from a depthwise 1x1 conv of weight -1. ORT has no blocked
-    ``Max`` (each one cost two reorders, and left the fused map, its SAM and the head's first
-    conv unblocked); conv + add + relu fuse into one blocked depthwise conv and one blocked add.
-    """
-
-    def __init__(self, unit: ConvAct):
-        super().__init__()
-        half = unit.conv.out_channels // 2
-        self.a, self.b = split_rows(unit, [half])
-        w = self.a.conv.weight
-        self.neg = nn.Conv2d(half, half, 1, groups=half, bias=False).to(w.device, w.dtype)
-        self.neg.weight.data.fill_(-1.0)
-
-    def forward(self, x):
-        a = self.a(x)
-        return a + torch.relu(self.b(x) + self.neg(a))
-
-
-def _is_maxout(m: nn.Module) -> bool:
-    return type(m).__name__ == "Maxout"
-
-
-def reparameterize_neck(neck: nn.Module) -> nn.Module:
-    """Maxout after a conv -> :class:`MaxoutConv`; average pools -> blocked form (in place)."""
-    for module in list(neck.modules()):
-        if isinstance(module, nn.Sequential):
-            names = list(module._modules)
-            for i in range(len(names) - 1):
-                unit, nxt = module._modules[names[i]], module._modules[names[i + 1]]
-                if (is_conv_norm_act(unit) or isinstance(unit, ConvAct)) and _is_maxout(nxt) \
-                        and unit.conv.out_channels % 2 == 0:
-                    module._modules[names[i]] = MaxoutConv(as_conv_act(unit))
-                    module._modules[names[i + 1]] = nn.Identity()
-    return _even_pools(neck)
-
-
-# ----------------------------------------------------------------------------- entry points
-
-def reparameterize_backbone(backbone: nn.Module, align: bool = True) -> nn.Module:
-    """A backbone (or classifier) with stem + stages -> :class:`DeployBackbone`; else as is."""
-    if hasattr(backbone, "stages") and hasattr(backbone, "stem") and hasattr(backbone, "feature_indices"):
-        fold_batchnorm(backbone.eval())
-        return DeployBackbone(backbone, align).eval()
-    return backbone
-
+# ----------------------------------------------------------------------------- the walk
 
 def reparameterize(model: nn.Module, align: bool = True) -> nn.Module:
-    """Rewrite a detector (``backbone``/``neck``) or a backbone classifier in place where
-    possible; returns the model to use. Switches to eval mode and folds BatchNorm first."""
+    """The deployed form of ``model`` (a detector, a backbone classifier, any module holding
+    them), rewritten in place where possible; returns the model to use. Switches to eval mode
+    and folds BatchNorm first. ``align`` pads narrow bottlenecks to the NCHWc block."""
     model.eval()
     fold_batchnorm(model)
-    if hasattr(model, "backbone") and hasattr(model, "neck"):
-        model.backbone = reparameterize_backbone(model.backbone, align)
-        reparameterize_neck(model.neck)
-        return model
-    return reparameterize_backbone(model, align)
+    return _walk(model, align)
 
 
-__all__ = ["reparameterize", "reparameterize_backbone", "reparameterize_neck", "fold_batchnorm",
-           "DeployBackbone", "PieceStage", "ConvAct", "MaxoutConv", "split_rows", "pad_pair"]
+def _walk(module: nn.Module, align: bool) -> nn.Module:
+    own = getattr(module, "reparameterize", None)
+    if callable(own):
+        return own(align)
+    if isinstance(module, nn.AvgPool2d):
+        return channelwise(module)
+    for name, child in list(module.named_children()):
+        new = _walk(child, align)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+__all__ = ["reparameterize", "fold_batchnorm", "ConvAct", "EvenAvgPool", "PieceModule",
+           "as_conv_act", "split_rows", "pad_pair", "piece_form", "input_cuts"]

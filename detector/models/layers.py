@@ -2,7 +2,8 @@
 Maxout, SAM and the two SPP forms.
 
 Backbones, necks and heads all take their layers from here, so an activation name means the
-same thing everywhere:
+same thing everywhere (:class:`MaxoutConv` is Maxout's deployed form, see
+:mod:`detector.models.deploy`):
 
 * an activation is a name (``relu``, ``leaky_relu``, ``silu``/``swish``, ``mish``, ``gelu``,
   ``hardswish``, ``relu6``, ``identity``), a class or callable returning a module, ``None``
@@ -27,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ConfigError, closest_key
+from .deploy import ConvAct, split_rows
 
 LayerSpec = Union[str, Mapping[str, Any], Callable[..., nn.Module], None]
 
@@ -186,6 +188,28 @@ class Maxout(nn.Module):
         return torch.maximum(a, b)
 
 
+class MaxoutConv(nn.Module):
+    """The deployed form of a conv-norm-act to 2C channels + :class:`Maxout`: no slice, no ``Max``.
+
+    The two halves come from two C-channel convs (``a``, ``b``); ``max(a, b)`` is computed as
+    ``a + relu(b - a)`` with ``-a`` from a depthwise 1x1 conv of weight -1. ORT has no blocked
+    ``Max`` (each one cost two reorders, and left the fused map, its SAM and the head's first
+    conv unblocked); conv + add + relu fuse into one blocked depthwise conv and one blocked add.
+    """
+
+    def __init__(self, unit: ConvAct):
+        super().__init__()
+        half = unit.conv.out_channels // 2
+        self.a, self.b = split_rows(unit, [half])
+        w = self.a.conv.weight
+        self.neg = nn.Conv2d(half, half, 1, groups=half, bias=False).to(w.device, w.dtype)
+        self.neg.weight.data.fill_(-1.0)
+
+    def forward(self, x):
+        a = self.a(x)
+        return a + torch.relu(self.b(x) + self.neg(a))
+
+
 class SAM(nn.Module):
     """Point-wise spatial attention (YOLOv4's modified SAM): ``y = x * sigmoid(BN(conv1x1(x)))``.
 
@@ -260,5 +284,5 @@ def check_channels(x: torch.Tensor, expected: int, what: str = "input") -> None:
                          + (f" ({x.shape[1]} channels, expected {expected})" if x.dim() == 4 else ""))
 
 
-__all__ = ["ACTIVATIONS", "NORMS", "ConvNormAct", "Maxout", "SAM", "SPP", "SqueezeSPP",
-           "get_act", "make_act", "get_norm", "same_padding", "check_channels"]
+__all__ = ["ACTIVATIONS", "NORMS", "ConvNormAct", "Maxout", "MaxoutConv", "SAM", "SPP",
+           "SqueezeSPP", "get_act", "make_act", "get_norm", "same_padding", "check_channels"]

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, from_dict
-from .layers import SAM, SPP, ConvNormAct, LayerSpec, Maxout, SqueezeSPP, get_act
+from .deploy import as_conv_act
+from .layers import SAM, SPP, ConvNormAct, LayerSpec, Maxout, MaxoutConv, SqueezeSPP, get_act
 
 IntOrList = Union[int, Tuple[int, ...]]
 
@@ -87,6 +88,15 @@ class Resample(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+    def reparameterize(self, align: bool = True) -> "Resample":
+        """Deployed form (in place): the projection conv + Maxout as one :class:`MaxoutConv`."""
+        for i in range(1, len(self.body)):
+            unit = self.body[i - 1]
+            if isinstance(self.body[i], Maxout) and unit.conv.out_channels % 2 == 0:
+                self.body[i - 1] = MaxoutConv(as_conv_act(unit))
+                self.body[i] = nn.Identity()
+        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Tiny on-disk datasets for the data tests (written into pytest's tmp_path)."""
+"""Tiny on-disk datasets of coloured rectangles for the data tests (written into tmp_path):
+each class has its own colour, so a test can check a box against the pixels under it."""
 from __future__ import annotations
 
 import json
@@ -6,19 +7,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
-
-COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128"
-REPO = Path(__file__).resolve().parents[1]
-DATA_CONFIGS = REPO / "configs" / "data"
 
 # class -> a colour that identifies it in pixels (tests check boxes against pixels)
 CLASS_COLORS = [(230, 30, 30), (30, 200, 30), (30, 30, 230)]
-
-
-def need_coco128():
-    if not COCO128.is_dir():
-        pytest.skip(f"shared test data not found at {COCO128}")
 
 
 def rect_image(h, w, boxes, classes, bg=90):

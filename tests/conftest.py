@@ -1,0 +1,123 @@
+"""Shared test fixtures and data paths; pytest loads this file before every test module.
+
+Fixtures: ``tiny_data`` (a small shapes dataset, session-wide) and ``broken_coco`` (a COCO
+folder with unreadable images). Helpers that several modules call with their own arguments
+(``calibrated_detector``, ``tiny_config``) and the paths are imported from here
+(``from conftest import ...``); tiny datasets of coloured rectangles live in ``rect_datasets``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rect_datasets import make_rect_coco, rect_image
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_CONFIGS = REPO / "configs" / "data"
+COCO128 = REPO.parent / "shared" / "data" / "coco128"  # shared read-only data, beside the repo
+
+
+def need_coco128():
+    """Skip the calling test when the shared coco128 data is not on this machine."""
+    if not COCO128.is_dir():
+        pytest.skip(f"shared test data not found at {COCO128}")
+
+
+# ------------------------------------------------------------------------------ models
+
+def calibrated_detector(cfg, seed: int = 0, batches: int = 2):
+    """Build ``cfg`` with random weights, BatchNorm statistics measured on random batches and
+    spread-out scores: a detector that behaves like a trained one, for comparing engines.
+
+    Default BatchNorm statistics let activations grow to ~1e2, far from what a real export
+    sees; spreading the prediction convs' scores gives NMS real choices to make.
+    """
+    from detector import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.rand(4, 3, 128, 128))
+        for pred in model.head.preds:
+            pred.weight.mul_(0.05)
+            pred.bias.normal_(0, 1)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------ training
+
+TINY_MODEL = {
+    "num_classes": 80,
+    "backbone": {
+        "arch": "cspnet", "name": "tiny", "num_classes": 0, "act": "leaky_relu", "act_slope": 0.1,
+        "stem": {"type": "conv", "channels": [8], "kernel_size": 3, "stride": 2, "pool": "max",
+                 "pool_kernel": 2},
+        "stage_defaults": {"csp": True, "block": "basic", "down": "conv", "stride": 2,
+                           "shortcut": "darknet"},
+        "stages": [{"depth": 1, "out_channels": 16, "stride": 1}, {"depth": 1, "out_channels": 16},
+                   {"depth": 1, "out_channels": 32}, {"depth": 1, "out_channels": 32}],
+    },
+    "neck": {"type": "efm", "channels": [8, 8, 8], "maxout": True, "refine": "sam",
+             "down": "maxpool", "act": "leaky_relu"},
+    "head": {"anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
+                         [116, 90, 156, 198, 373, 326]],
+             "strides": [8, 16, 32], "width": [16, 16, 16]},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """16 train / 8 val shapes images at 64 px (a data config mapping)."""
+    from detector.data.shapes import make_shapes
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, num_train=16, num_val=8, img_size=64, seed=0, progress=False)
+    return {"format": "coco", "root": str(root),
+            "train": {"images": "images/train", "annotations": "annotations/instances_train.json"},
+            "val": {"images": "images/val", "annotations": "annotations/instances_val.json"},
+            "names": ["circle", "square", "triangle", "star", "cross"]}
+
+
+def tiny_config(tiny_data, save_dir, **train):
+    """A full training config: the small CSP + EFM(SAM) model on ``tiny_data``, 2 epochs."""
+    t = {"name": "tiny", "epochs": 2, "batch_size": 4, "img_size": 64, "workers": 0, "threads": 1,
+         "save_dir": str(save_dir), "lr": 0.01, "warmup_epochs": 0.5, "warmup_min_iters": 0}
+    t.update(train)
+    return {"model": TINY_MODEL, "data": tiny_data, "train": t,
+            "eval": {"img_size": 64, "conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100,
+                     "interval": 1}}
+
+
+# ------------------------------------------------------------------------------ bad data
+
+@pytest.fixture
+def broken_coco(tmp_path):
+    """6 good images + corrupt, truncated, zero-byte and missing files, all in the JSON."""
+    root = make_rect_coco(tmp_path, n=6, size=(120, 160))
+    img_dir = root / "images" / "train"
+    rng = np.random.default_rng(0)
+    (img_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 20)
+    big = rect_image(240, 320, [(40, 40, 120, 120)], [0])
+    big += rng.integers(0, 60, big.shape, dtype=np.uint8)  # entropy, so the cut lands in the scan data
+    ok, enc = cv2.imencode(".jpg", big)
+    (img_dir / "truncated.jpg").write_bytes(enc.tobytes()[: int(len(enc) * 0.8)])
+    (img_dir / "empty.jpg").write_bytes(b"")
+    ann_path = root / "annotations" / "instances_train.json"
+    data = json.loads(ann_path.read_text())
+    for k, name in enumerate(["corrupt.jpg", "truncated.jpg", "empty.jpg", "missing.jpg"]):
+        image_id = 100 + k
+        data["images"].append({"id": image_id, "file_name": name, "height": 240, "width": 320})
+        data["annotations"].append({"id": 1000 + k, "image_id": image_id, "category_id": 3,
+                                    "bbox": [40, 40, 80, 80], "area": 6400.0, "iscrowd": 0})
+    ann_path.write_text(json.dumps(data))
+    return root
