@@ -66,11 +66,11 @@ class ClsTrainer(BaseTrainer):
         if model is not None:  # e.g. CSPNet(stage_defs=[(1, 64, ResNetBasicBlock, False), ...])
             cfg = {**(load_config(cfg) if cfg is not None else {}), "model": plain_model_config(model)}
         self.given_model = model
-        self.data = data
+        self.data_override = data
         super().__init__(cfg, overrides, resume, progress)
 
     def parse_config(self, cfg, overrides) -> ClsRunConfig:
-        return cfg if isinstance(cfg, ClsRunConfig) else parse_cls_config(cfg, overrides, self.data)
+        return cfg if isinstance(cfg, ClsRunConfig) else parse_cls_config(cfg, overrides, self.data_override)
 
     @property
     def eval_interval(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from ..config import ConfigError, PathOrDict, check_keys, from_dict, load_config, to_dict
 from ..data.config import AugmentConfig
-from .base_config import AMP_MODES, OPTIMIZERS, SCHEDULERS, BaseTrainConfig  # noqa: F401 (re-exported)
+from .base_config import BaseTrainConfig
 
 TOP_LEVEL_KEYS = ("model", "data", "train", "eval", "weights")
 
