@@ -6,9 +6,9 @@ tree (``root`` with ``train/<class>/`` and ``val/<class>/``) or asks for the syn
 data. ``train`` is :class:`ClsTrainConfig`. Every section goes through
 :func:`detector.config.from_dict`, so ``train.lr0=0.1`` is an error naming ``lr``.
 
-The optimizer and schedule fields have the names and meaning of the detection ``train`` section
-(:class:`detector.engine.train_config.TrainConfig`), so both trainers share
-:mod:`detector.engine.optim`.
+The optimizer, schedule and run fields are :class:`detector.engine.base_config.BaseTrainConfig`'s,
+shared with the detection ``train`` section, so both trainers share :mod:`detector.engine.optim`
+and :class:`detector.engine.base_trainer.BaseTrainer`.
 """
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
 from ..config import ConfigError, PathOrDict, check_keys, from_dict, load_config, load_yaml, to_dict
+from ..engine.base_config import BaseTrainConfig
 from .synthetic import SyntheticConfig
 
 TOP_LEVEL_KEYS = ("model", "data", "train")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "step")
-AMP_MODES = ("bf16", "fp16", "off")
 
 
 @dataclass
@@ -85,8 +83,10 @@ class ClsAugmentConfig:
 
 
 @dataclass
-class ClsTrainConfig:
-    """``train`` section of classification training.
+class ClsTrainConfig(BaseTrainConfig):
+    """``train`` section of classification training: the shared fields
+    (:class:`~detector.engine.base_config.BaseTrainConfig`) with classification defaults, and
+    classification's own.
 
     Optimizer, warm-up, schedule, EMA, AMP, seed, workers, threads, device, checkpoint_interval,
     save_dir / name / exist_ok, tensorboard and plots mean what they mean in the detection
@@ -103,66 +103,30 @@ class ClsTrainConfig:
     img_size: int = 224
     optimizer: str = "sgd"
     lr: float = 0.025
-    momentum: float = 0.9
-    nesterov: bool = True
     weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
     warmup_min_iters: int = 0
-    warmup_momentum: float = 0.8
-    warmup_bias_lr: float = 0.0
-    scheduler: str = "cosine"
     min_lr_ratio: float = 0.01
-    milestones: Tuple[float, ...] = (0.8, 0.9)
-    gamma: float = 0.1
+    ema_decay: float = 0.9998
+    grad_clip: float = 0.0
     label_smoothing: float = 0.1
     augment: ClsAugmentConfig = field(default_factory=ClsAugmentConfig)
-    ema: bool = True
-    ema_decay: float = 0.9998
-    ema_tau: float = 2000.0
-    amp: str = "bf16"
-    grad_clip: float = 0.0
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 2
-    threads: int = 0
-    device: str = ""
     eval_interval: int = 1
     eval_batch_size: int = 0
-    max_bad_steps: int = 5
-    checkpoint_interval: int = 0
-    save_dir: str = "runs"
-    exist_ok: bool = False
-    tensorboard: bool = True
-    plots: bool = True
 
     def __post_init__(self):
-        _choice(self.optimizer, OPTIMIZERS, "train.optimizer")
-        _choice(self.scheduler, SCHEDULERS, "train.scheduler")
-        self.amp = "off" if self.amp in (False, None) else str(self.amp)
-        _choice(self.amp, AMP_MODES, "train.amp")
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.img_size < 16:
-            raise ConfigError(f"train.img_size must be >= 16, got {self.img_size}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        super().__post_init__()
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        self.milestones = tuple(float(m) for m in self.milestones)
-        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
-            raise ConfigError("train.milestones are increasing fractions of the run in (0, 1), "
-                              f"e.g. [0.8, 0.9]; got {list(self.milestones)}")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.max_bad_steps < 1:
-            raise ConfigError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
         if self.workers < 0:
             raise ConfigError(f"train.workers must be >= 0, got {self.workers}")
         if isinstance(self.augment, Mapping):
             self.augment = from_dict(ClsAugmentConfig, self.augment, "train.augment")
         elif self.augment is None:
             self.augment = ClsAugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0)
+
+    def check_img_size(self) -> None:
+        if self.img_size < 16:
+            raise ConfigError(f"train.img_size must be >= 16, got {self.img_size}")
 
 
 @dataclass
@@ -210,7 +174,3 @@ def parse_cls_config(cfg: PathOrDict, overrides=(), data: Optional[str] = None) 
                         data=from_dict(ClsDataConfig, raw["data"], "data"),
                         train=from_dict(ClsTrainConfig, raw["train"], "train"), source=source)
 
-
-def _choice(value, choices, where):
-    if value not in choices:
-        raise ConfigError(f"{where} must be one of {', '.join(choices)}; got '{value}'")

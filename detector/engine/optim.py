@@ -17,7 +17,7 @@ from typing import List
 import torch
 from torch import nn
 
-from .train_config import TrainConfig
+from .base_config import BaseTrainConfig
 
 GROUP_DECAY, GROUP_NO_DECAY, GROUP_BIAS = "decay", "no_decay", "bias"
 
@@ -45,7 +45,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: BaseTrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -57,7 +57,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 class LRSchedule:
     """lr factor (of ``cfg.lr``) after ``step`` optimizer steps of ``total_steps``, no warm-up."""
 
-    def __init__(self, cfg: TrainConfig, total_steps: int):
+    def __init__(self, cfg: BaseTrainConfig, total_steps: int):
         self.kind = cfg.scheduler
         self.total = max(int(total_steps), 1)
         self.min_ratio = cfg.min_lr_ratio
@@ -77,7 +77,7 @@ class WarmupScheduler:
     ``state_dict`` is the step counter only; the schedule itself is rebuilt from the config.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int,
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: BaseTrainConfig, total_steps: int,
                  warmup_steps: int):
         self.optimizer = optimizer
         self.cfg = cfg

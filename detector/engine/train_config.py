@@ -17,16 +17,14 @@ from typing import Any, Mapping, Optional, Tuple
 
 from ..config import ConfigError, PathOrDict, check_keys, from_dict, load_config, to_dict
 from ..data.config import AugmentConfig
+from .base_config import BaseTrainConfig
 
 TOP_LEVEL_KEYS = ("model", "data", "train", "eval", "weights")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "step")
-AMP_MODES = ("bf16", "fp16", "off")
 
 
 @dataclass
-class TrainConfig:
-    """``train`` section.
+class TrainConfig(BaseTrainConfig):
+    """``train`` section: the shared fields (:class:`BaseTrainConfig`) and detection's own.
 
     name: run folder ``<save_dir>/<name>`` (``name2``, ``name3`` ... when it exists and
         ``exist_ok`` is false).
@@ -59,74 +57,28 @@ class TrainConfig:
     checkpoint_interval: also write ``last.pt`` every N optimizer steps inside an epoch
         (0 = at epoch ends only); SIGTERM / SIGINT always write it before stopping.
     """
-    name: str = "exp"
-    epochs: int = 30
-    batch_size: int = 8
     nominal_batch_size: int = 0
-    img_size: int = 320
     multi_scale: Optional[Tuple[float, float]] = None
-    optimizer: str = "adamw"
-    lr: float = 0.002
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    warmup_min_iters: int = 30
-    warmup_momentum: float = 0.8
-    warmup_bias_lr: float = 0.0
-    scheduler: str = "cosine"
-    min_lr_ratio: float = 0.05
-    milestones: Tuple[float, ...] = (0.8, 0.9)
-    gamma: float = 0.1
-    ema: bool = True
-    ema_decay: float = 0.9999
-    ema_tau: float = 2000.0
-    amp: str = "bf16"
     cpu_amp: bool = False
-    grad_clip: float = 10.0
     close_mosaic: int = 1
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 2
-    threads: int = 0
-    device: str = ""
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
     cache: bool = False
-    max_bad_steps: int = 5
-    checkpoint_interval: int = 0
-    save_dir: str = "runs"
-    exist_ok: bool = False
-    tensorboard: bool = True
-    plots: bool = True
 
     def __post_init__(self):
-        _choice(self.optimizer, OPTIMIZERS, "train.optimizer")
-        _choice(self.scheduler, SCHEDULERS, "train.scheduler")
-        self.amp = "off" if self.amp in (False, None) else str(self.amp)
-        _choice(self.amp, AMP_MODES, "train.amp")
-        for key in ("epochs", "batch_size", "img_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.img_size % 32:
-            raise ConfigError(f"train.img_size must be a multiple of 32, got {self.img_size}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        super().__post_init__()
         if self.multi_scale is not None:
             ms = tuple(float(v) for v in self.multi_scale)
             if len(ms) != 2 or not 0 < ms[0] <= ms[1]:
                 raise ConfigError(f"train.multi_scale must be [lo, hi] with 0 < lo <= hi "
                                   f"(factors of img_size) or null, got {self.multi_scale}")
             self.multi_scale = ms
-        self.milestones = tuple(float(m) for m in self.milestones)
-        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
-            raise ConfigError("train.milestones are increasing fractions of the run in (0, 1), "
-                              f"e.g. [0.8, 0.9]; got {list(self.milestones)}")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.max_bad_steps < 1:
-            raise ConfigError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
         if isinstance(self.augment, Mapping):
             self.augment = from_dict(AugmentConfig, self.augment, "train.augment")
+
+    def check_img_size(self) -> None:
+        super().check_img_size()
+        if self.img_size % 32:
+            raise ConfigError(f"train.img_size must be a multiple of 32, got {self.img_size}")
 
 
 @dataclass
@@ -197,7 +149,3 @@ def parse_run_config(cfg: PathOrDict, overrides=()) -> RunConfig:
     return RunConfig(model=copy.deepcopy(dict(raw["model"])), data=data, train=train, eval=ev,
                      weights=str(weights) if weights else None, source=source)
 
-
-def _choice(value, choices, where):
-    if value not in choices:
-        raise ConfigError(f"{where} must be one of {', '.join(choices)}; got '{value}'")
