@@ -37,8 +37,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from detector.cli.benchmark import (build_ours, fmt_ratio, load_line, machine_line,  # noqa: E402
-                                    make_runner, ratio, set_threads, time_blocks)
+from detector.benchmark.machine import load_line, machine_line  # noqa: E402
+from detector.benchmark.models import build_ours  # noqa: E402
+from detector.benchmark.report import fmt_ratio  # noqa: E402
+from detector.benchmark.runner import make_runner  # noqa: E402
+from detector.benchmark.timing import ratio, set_threads, time_blocks  # noqa: E402
 from detector.models import build_backbone  # noqa: E402
 from detector.models.info import count_params, measure  # noqa: E402
 

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     import cv2
     import torch
 
-    from detector.cli.benchmark import load_line, machine_line
+    from detector.benchmark.machine import load_line, machine_line
 
     logging.disable(logging.INFO)  # the demo's per-run log lines
     torch.set_num_threads(max(1, args.threads or os.cpu_count()))

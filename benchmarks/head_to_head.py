@@ -251,18 +251,6 @@ def inference_ms(modules: Dict[str, object], size: int, rounds: int) -> Dict[str
     return {k: 1000 * statistics.median(v) for k, v in samples.items()}
 
 
-def machine_line() -> str:
-    import torch
-    import ultralytics
-
-    from detector.common import cpu_name
-
-    cpu = cpu_name()
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} logical CPUs; "
-            f"torch {torch.__version__}, ultralytics {ultralytics.__version__}; load average {load}")
-
-
 def fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
@@ -298,6 +286,8 @@ def main(argv=None) -> int:
     import logging
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
+
+    from detector.benchmark.machine import load_average, machine_line
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +334,7 @@ def main(argv=None) -> int:
     readme = Path(d.root) / "README.txt"
     textures = next((l for l in readme.read_text().splitlines() if l.startswith("textures:")), "") if readme.is_file() else ""
     lines = [f"- Command: `{command}`",
-             f"- Machine: {machine_line()}.",
+             f"- Machine: {machine_line(None, ('torch', 'ultralytics'))}; load average {load_average(1)}.",
              f"- Budget: {args.epochs} epochs, batch {args.batch}, {args.img_size} px, seed {args.seed}, "
              f"from scratch on {args.device}; data {Path(d.source).name}: {len(val)} val images"
              + (f", {args.num_train} train images ({textures})" if d.generate else "") + ".",

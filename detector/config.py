@@ -104,40 +104,85 @@ def load_config(cfg: PathOrDict, overrides: Iterable[str] = ()) -> dict:
     return apply_overrides(data, overrides)
 
 
-def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """Apply dotted overrides such as ``train.epochs=50`` or ``data=configs/data/x.yaml``.
+def apply_overrides(cfg: dict, overrides: Union[Iterable[str], Mapping[str, Any]], *,
+                    new_sections: bool = False) -> dict:
+    """Set dotted keys: the project's one override mechanism (command line and ablation files).
 
-    Values are parsed as YAML (``1e-3`` -> float, ``[1, 2]`` -> list, ``true`` -> bool).
-    An override may create a new leaf only where its parent exists; unknown keys are caught
-    later by :func:`from_dict` with a suggestion.
+    ``overrides`` is a list of ``key.sub=value`` strings (values parsed as YAML: ``1e-3`` ->
+    float, ``[1, 2]`` -> list, ``true`` -> bool) or a mapping ``{"key.sub": value}`` read from a
+    YAML file (values used as they are, copied). A value replaces what was there, mappings too;
+    in a list, ``*`` addresses every item and a number one item
+    (``model.backbone.stages.*.fusion``). A section given as a YAML path (``data:
+    configs/data/x.yaml``) is inlined first, so the override edits a copy. A missing section is
+    an error naming the key, unless ``new_sections`` creates it (ablation files: a misspelt key
+    then fails in :func:`from_dict`, which names it); a new leaf is always allowed, and unknown
+    keys are caught later by :func:`from_dict` with a suggestion.
     """
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.subkey=value")
-        key, raw = item.split("=", 1)
-        value = _parse_scalar(raw)
-        node = cfg
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            section = '.'.join(parts[:i + 1])
-            if isinstance(nxt, str) and nxt.endswith((".yaml", ".yml")):
-                # a section given as a YAML path (data: configs/data/x.yaml): inline it so the
-                # override edits a copy; _source keeps its relative paths resolvable
-                nxt = load_yaml(nxt)
-                nxt.setdefault("_source", str(find_config(node[part])))
-                node[part] = nxt
-            elif nxt is None and part not in node:
-                raise ConfigError(f"override '{key}': no section '{section}'"
-                                  f"{closest_key(part, node.keys())}")
-            elif nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict):
-                raise ConfigError(f"override '{key}': '{section}' is a value ({nxt!r}), "
-                                  f"not a section")
-            node = nxt
-        node[parts[-1]] = value
+    items = overrides.items() if isinstance(overrides, Mapping) else map(_split_override, overrides)
+    for key, value in items:
+        _set_dotted(cfg, key.strip(), value, new_sections)
     return cfg
+
+
+def _split_override(item: str):
+    """``key=value`` -> (key, the value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.subkey=value")
+    key, raw = item.split("=", 1)
+    return key, _parse_scalar(raw)
+
+
+def _set_dotted(cfg: dict, key: str, value, new_sections: bool) -> None:
+    parts = key.split(".")
+    if parts[-1] == "*":
+        raise ConfigError(f"override '{key}': '*' cannot be the last part")
+    nodes = [cfg]
+    for i, part in enumerate(parts[:-1]):
+        nodes = [child for node in nodes
+                 for child in _sections(node, part, key, ".".join(parts[:i]), new_sections)]
+    where = ".".join(parts[:-1])
+    for node in nodes:
+        _check_section(node, key, where)
+        index = _list_index(node, parts[-1], key, where) if isinstance(node, list) else parts[-1]
+        node[index] = copy.deepcopy(value)
+
+
+def _sections(node, part: str, key: str, where: str, new_sections: bool) -> list:
+    """The section(s) ``part`` of ``node`` (a mapping, or a list: ``*`` or an index) an
+    override walks into; ``where`` is the dotted path of ``node``."""
+    _check_section(node, key, where)
+    if isinstance(node, list):
+        return list(node) if part == "*" else [node[_list_index(node, part, key, where)]]
+    section = _join(where, part)
+    if part == "*":
+        raise ConfigError(f"override '{key}': '*' needs a list at '{where}'")
+    nxt = node.get(part)
+    if isinstance(nxt, str) and nxt.endswith((".yaml", ".yml")):
+        # a section given as a YAML path: inline it; _source keeps its relative paths resolvable
+        nxt = load_yaml(nxt)
+        nxt.setdefault("_source", str(find_config(node[part])))
+        node[part] = nxt
+    elif nxt is None and part not in node and not new_sections:
+        raise ConfigError(f"override '{key}': no section '{section}'{closest_key(part, node.keys())}")
+    elif nxt is None:
+        nxt = node[part] = {}
+    elif not isinstance(nxt, (dict, list)):
+        raise ConfigError(f"override '{key}': '{section}' is a value ({nxt!r}), not a section")
+    return [nxt]
+
+
+def _check_section(node, key: str, where: str) -> None:
+    if not isinstance(node, (dict, list)):
+        raise ConfigError(f"override '{key}': '{where}' is a value ({node!r}), not a section")
+
+
+def _list_index(items: list, part: str, key: str, where: str) -> int:
+    try:
+        index = int(part)
+        items[index]
+    except (ValueError, IndexError):
+        raise ConfigError(f"override '{key}': '{part}' is not an index of the list at '{where}'") from None
+    return index
 
 
 def from_dict(cls, d: Mapping[str, Any] | None, where: str = ""):

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from detector.ablation import load_sets, run_config
 from detector.cli import ablate
-from detector.cli.ablate import AblationError, load_sets, run_config, set_dotted
+from detector.config import ConfigError, apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["variant", "params (M)", "GFLOPs", "ORT ms", "peak act. (MB)", "FPN peak (MB)",
@@ -83,17 +84,25 @@ def test_every_set_of_the_file_builds_a_config_per_variant(tmp_path):
     assert seen[("activation", "LReLU")]["model"]["neck"]["act"]["name"] == "leaky_relu"
 
 
-def test_set_dotted_and_clear_errors(capsys):
+def test_dotted_keys_of_the_file_and_clear_errors(capsys):
+    """Variant keys go through the project's one override mechanism, with the file's rules:
+    ``*`` and list indices, missing sections created, bad paths named."""
     cfg = {"a": {"b": 1, "l": [{"x": 1}, {"x": 2}]}}
     c = copy.deepcopy(cfg)
-    set_dotted(c, "a.l.*.x", 5)
-    set_dotted(c, "a.l.0.y", 1)
-    set_dotted(c, "a.new.k", 2)
+    apply_overrides(c, {"a.l.*.x": 5, "a.l.0.y": 1, "a.new.k": 2}, new_sections=True)
     assert c == {"a": {"b": 1, "l": [{"x": 5, "y": 1}, {"x": 5}], "new": {"k": 2}}}
-    with pytest.raises(AblationError):
-        set_dotted(c, "a.b.c", 1)
-    with pytest.raises(AblationError):
-        set_dotted(c, "a.l.9.x", 1)
+    with pytest.raises(ConfigError, match="'a.b' is a value"):
+        apply_overrides(c, {"a.b.c": 1}, new_sections=True)
+    with pytest.raises(ConfigError, match="'9' is not an index of the list at 'a.l'"):
+        apply_overrides(c, {"a.l.9.x": 1}, new_sections=True)
+    with pytest.raises(ConfigError, match="cannot be the last part"):
+        apply_overrides(c, {"a.l.*": 1}, new_sections=True)
+    with pytest.raises(ConfigError, match="no section 'a.other'"):  # the command line's rule
+        apply_overrides(c, {"a.other.k": 2})
+    value = {"deep": [1]}
+    apply_overrides(c, {"a.l.*.v": value}, new_sections=True)
+    value["deep"].append(2)
+    assert c["a"]["l"][0]["v"] == c["a"]["l"][1]["v"] == {"deep": [1]}  # copies, not the file's object
     assert ablate.main(["no-such-set"]) == 2
     assert "unknown set" in capsys.readouterr().err
     assert ablate.main(["maxout", "--variants", "nope"]) == 2

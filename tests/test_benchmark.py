@@ -1,10 +1,15 @@
-"""tools/benchmark.py: its memory measure is exact, and a tiny run fills the results table."""
+"""cspdet benchmark and detector.benchmark: the memory measure is exact, and a tiny run fills
+the results table."""
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from detector.benchmark.memory import peak_activation_bytes
+from detector.benchmark.report import write_section
+from detector.benchmark.run import timing_passes
+from detector.benchmark.timing import ratio, time_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """model:
@@ -15,37 +20,34 @@ TINY = """model:
 """
 
 
-@pytest.fixture(scope="module")
-def bench():
-    return importlib.import_module("detector.cli.benchmark")
-
-
-def test_peak_activation_memory_counts_live_tensors(bench):
+def test_peak_activation_memory_counts_live_tensors():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
     # at most two maps are alive at once; the largest pair is conv2's and relu2's (16 ch each)
-    assert bench.peak_activation_bytes(net, 32) == 2 * 16 * 32 * 32 * 4
+    assert peak_activation_bytes(net, 32) == 2 * 16 * 32 * 32 * 4
     # a view (a CSP-style channel split) shares its storage and is not counted twice
     class Split(torch.nn.Module):
         def forward(self, x):
             y = x * 2
             a, b = y.chunk(2, 1)
             return torch.cat((a, b), 1)
-    assert bench.peak_activation_bytes(Split(), 32) == 2 * 3 * 32 * 32 * 4
+    assert peak_activation_bytes(Split(), 32) == 2 * 3 * 32 * 32 * 4
 
 
-def test_write_section_keeps_the_rest_of_the_file(bench, tmp_path):
+def test_write_section_keeps_the_rest_of_the_file(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nintro by the lead\n\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\n\n## Accuracy\n")
-    bench.write_section(path, "<!-- benchmark:start -->\nnew table\n<!-- benchmark:end -->")
+    write_section(path, "<!-- benchmark:start -->\nnew table\n<!-- benchmark:end -->")
     text = path.read_text()
     assert "intro by the lead" in text and "## Accuracy" in text and "new table" in text and "old" not in text
     fresh = tmp_path / "new.md"
-    bench.write_section(fresh, "<!-- benchmark:start -->\nt\n<!-- benchmark:end -->")
+    write_section(fresh, "<!-- benchmark:start -->\nt\n<!-- benchmark:end -->")
     assert fresh.read_text().count("benchmark:start") == 1
 
 
-def test_tiny_run_writes_the_table(bench, tmp_path):
+def test_tiny_run_writes_the_table(tmp_path):
+    from detector.cli import benchmark as bench
+
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     out = tmp_path / "RESULTS.md"
@@ -71,30 +73,42 @@ def test_tiny_run_writes_the_table(bench, tmp_path):
     assert "Load: load average" in text
 
 
-def test_time_blocks_runs_each_model_in_back_to_back_blocks(bench):
+def test_time_blocks_runs_each_model_in_back_to_back_blocks():
     calls = []
     runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    samples = bench.time_blocks(runners, rounds=2, block=3, warmup=1, desc="t")
+    samples = time_blocks(runners, rounds=2, block=3, warmup=1, desc="t")
     assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert all(len(v) == 2 for v in samples.values())
     rounds = {("a",): [2.0, 4.0], ("b",): [1.0, 1.0]}
-    assert bench.ratio(rounds, ("a",), ("b",)) == (3.0, 2.0, 4.0)
+    assert ratio(rounds, ("a",), ("b",)) == (3.0, 2.0, 4.0)
 
 
-def test_ort_fp32_and_int8_are_timed_in_the_same_rounds(bench):
+def test_ort_fp32_and_int8_are_timed_in_the_same_rounds():
     """An INT8-vs-fp32 ratio from two passes minutes apart reads the machine's drift (seen:
     0.72x in one run, 1.06x in the next); one pass makes its rounds pair up in time."""
-    passes = bench.timing_passes(["pytorch", "onnxruntime", "opencv"], 8, int8=True)
+    passes = timing_passes(["pytorch", "onnxruntime", "opencv"], 8, int8=True)
     assert passes == [(["pytorch"], 1), (["pytorch"], 8), (["onnxruntime", "int8"], 1),
                       (["onnxruntime"], 8), (["opencv"], 1), (["opencv"], 8)]
-    assert bench.timing_passes(["onnxruntime"], 0, int8=False) == [(["onnxruntime"], 1)]
+    assert timing_passes(["onnxruntime"], 0, int8=False) == [(["onnxruntime"], 1)]
 
 
-def test_peers_include_yolo26n(bench):
-    assert bench.PEERS["yolo26n"] == "yolo26n.yaml"
+def test_peers_include_yolo26n():
+    """The peers `cspdet benchmark` times by default are built from Ultralytics' own yaml files,
+    YOLO26n among them, and run: what the table's peer rows and ratios come from."""
     pytest.importorskip("ultralytics")
-    from ultralytics.nn.tasks import DetectionModel
-    DetectionModel("yolo26n.yaml", verbose=False)  # the yaml ships with ultralytics
+    from detector.benchmark.models import collect_models
+    from detector.cli.benchmark import parse_args
+
+    peers = parse_args([]).peers
+    assert "yolo26n" in peers
+    found = collect_models([], ["yolo26n"], [], [64], 64)
+    model = found.models["yolo26n"]
+    assert model.kind == "peer" and found.sizes_of["yolo26n"] == [64]
+    assert Path(model.module.yaml["yaml_file"]).name == "yolo26n.yaml"  # the yaml Ultralytics ships
+    with torch.inference_mode():
+        out = model.module(torch.zeros(1, 3, 64, 64))
+    boxes = out[0] if isinstance(out, (list, tuple)) else out
+    assert boxes.shape[0] == 1 and boxes.numel() > 0  # the exported graph's decoded boxes
 
 
 def test_layout_sweep_covers_the_shipped_csppeleenet(tmp_path):

@@ -76,3 +76,19 @@ def test_override_inside_a_section_given_as_yaml_path(tmp_path):
     assert "root: images" in data.read_text()  # the file itself is untouched
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"train": {"epochs": 3}}, ["train.epochs.max=3"])
+
+
+def test_overrides_reach_list_items_and_mappings():
+    """One mechanism for the command line and the ablation files: ``*`` and indices into lists,
+    a mapping of already-typed values, a value replacing a whole section."""
+    cfg = {"model": {"stages": [{"fusion": "both"}, {"fusion": "both"}], "neck": {"type": "efm", "maxout": True}}}
+    apply_overrides(cfg, ["model.stages.*.fusion=last", "model.stages.1.depth=2"])
+    assert cfg["model"]["stages"] == [{"fusion": "last"}, {"fusion": "last", "depth": 2}]
+    apply_overrides(cfg, {"model.neck": {"type": "panet"}, "model.stages.0.fusion": "first"})
+    assert cfg["model"]["neck"] == {"type": "panet"} and cfg["model"]["stages"][0]["fusion"] == "first"
+    with pytest.raises(ConfigError, match="'x' is not an index of the list at 'model.stages'"):
+        apply_overrides(cfg, ["model.stages.x.fusion=last"])
+    with pytest.raises(ConfigError, match="'\\*' needs a list at 'model.neck'"):
+        apply_overrides(cfg, ["model.neck.*.a=1"])
+    with pytest.raises(ConfigError, match="no section 'model.nekc' \\(did you mean 'neck'\\?\\)"):
+        apply_overrides(cfg, {"model.nekc.type": "efm"})

@@ -1,5 +1,6 @@
 """tools/model_info.py and detector.models.info: params, FLOPs, per-stage table, shapes."""
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -89,12 +90,15 @@ def test_cli_on_detector_configs(capsys):
 
     configs = [p for p in sorted(ROOT.glob("configs/*.yaml"))
                if "neck" in ((yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("model") or {})]
-    if not configs:
-        pytest.skip("no detector configs yet")
+    assert len(configs) >= 5  # the flagship, its plain twin, GFM, PANet and PRN detectors
     tool = load_tool()
-    assert tool.main(["--cfg", str(configs[0]), "--size", "64"]) == 0
-    out = capsys.readouterr().out
-    assert "backbone.stages.0" in out and "neck" in out and "head" in out
+    for config in configs:
+        assert tool.main(["--cfg", str(config), "--size", "64"]) == 0, config.name
+        out = capsys.readouterr().out
+        header = out.splitlines()[0]
+        assert re.match(r"\S+ @ 64x64: [\d,]+ params \([\d.]+ M\), [\d.]+ GFLOPs$", header), header
+        assert "backbone.stages.0" in out and "neck" in out and "head" in out, config.name
+        assert "params" in out and "GFLOPs" in out
 
 
 def test_cli_unknown_key_is_a_clear_error(capsys):
