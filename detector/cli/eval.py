@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from detector.config import ConfigError  # noqa: E402
 from detector.evaluation import COCOEvaluator, evaluate, format_metrics, save_detections  # noqa: E402
-from detector.export.loading import load_model  # noqa: E402
+from detector.inference import Predictor, TorchBackend  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -83,14 +83,16 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA GPU is available")
 
-    loaded = load_model(args.weights, device=args.device, threads=args.threads, img_size=args.size)
-    model = loaded.model
+    loaded = Predictor(args.weights, img_size=args.size, device=args.device, threads=args.threads)
+    if args.half and loaded.backend == "onnxruntime":
+        raise ConfigError("--half applies to PyTorch weights; export the ONNX model with --half instead")
+    runner = loaded.runner
     eval_cfg = loaded.config.get("eval") or {}
     data_cfg = args.data or loaded.config.get("data")
     if data_cfg is None:
         raise ConfigError(f"{args.weights} carries no data config: pass --data (e.g. configs/data/coco.yaml)")
 
-    size = loaded.input_size  # the one rule: trained size, ONNX fixed size, or --size
+    size = loaded.img_size  # the one rule: trained size, ONNX fixed size, or --size
     if not isinstance(size, int):
         raise ConfigError(f"{args.weights} takes {size[0]}x{size[1]} input; evaluation letterboxes to a "
                           "square: export with a square --size or --dynamic")
@@ -100,15 +102,15 @@ def main(argv=None) -> int:
     iou = args.iou_thres if args.iou_thres is not None else eval_cfg.get("iou_thres", 0.6)
     max_det = args.max_det if args.max_det is not None else eval_cfg.get("max_det", 300)
     batch = args.batch
-    if loaded.backend == "onnxruntime":
-        if model.batch and batch > model.batch:
-            print(f"note: {Path(args.weights).name} has a fixed batch of {model.batch}; using --batch {model.batch}")
-            batch = model.batch
-        if model.has_nms:
-            m = model.meta
-            print(f"note: NMS is inside {Path(args.weights).name} with conf {m['conf_thres']}, iou "
-                  f"{m['iou_thres']}, max_det {m['max_det']} (set at export); AP is usually measured at "
-                  "conf 0.001: export without --nms for the standard figure")
+    if runner.max_batch and batch > runner.max_batch:
+        print(f"note: {Path(args.weights).name} has a fixed batch of {runner.max_batch}; "
+              f"using --batch {runner.max_batch}")
+        batch = runner.max_batch
+    if runner.nms_in_graph:
+        m = runner.model.meta
+        print(f"note: NMS is inside {Path(args.weights).name} with conf {m['conf_thres']}, iou "
+              f"{m['iou_thres']}, max_det {m['max_det']} (set at export); AP is usually measured at "
+              "conf 0.001: export without --nms for the standard figure")
 
     from detector.data import build_dataloader, build_dataset
 
@@ -121,9 +123,9 @@ def main(argv=None) -> int:
     loader = build_dataloader(subset, batch, workers=args.workers, shuffle=False)
     print(f"evaluating {args.weights} ({loaded.backend}) on {getattr(dataset, 'name', args.split)}: "
           f"{len(subset)} images at {size}, batch {batch}, conf {conf}, iou {iou}, max_det {max_det}")
-    metrics = evaluate(model, loader, conf_thres=conf, iou_thres=iou, max_det=max_det,
-                       device=args.device if loaded.backend == "pytorch" else None,
-                       half=args.half, evaluator=evaluator)
+    if args.half:  # a float16 copy of the PyTorch network
+        runner = TorchBackend(loaded.model, loaded.names, loaded.config, args.device, half=True)
+    metrics = evaluate(runner, loader, conf_thres=conf, iou_thres=iou, max_det=max_det, evaluator=evaluator)
     print(format_metrics(metrics))
     if metrics["unreadable_images"]:
         print(f"{len(metrics['unreadable_images'])} unreadable image(s) left out of the score: "

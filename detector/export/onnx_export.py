@@ -35,7 +35,7 @@ from ..common import to_hw
 
 METADATA_KEY = "cspdet"
 # the checkpoint config sections an export records beside the network, so that eval / demo
-# of the file need no --data (see cli/export.py's export_meta)
+# of the file need no data argument (see exporter.checkpoint_metadata)
 EXPORTED_SECTIONS = ("data", "eval")
 FORMAT_VERSION = 1
 
@@ -173,8 +173,8 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     outputs = "nms" if nms else "raw" if raw else "decoded"
     device = torch.device(device)
     if half and device.type != "cuda":
-        raise ValueError("--half export needs a CUDA device (float16 convolutions are a GPU "
-                         "feature; ONNX Runtime's CPU provider has no float16 kernels for them)")
+        raise ValueError("a float16 (half) export needs a CUDA device (float16 convolutions are a "
+                         "GPU feature; ONNX Runtime's CPU provider has no float16 kernels for them)")
     net = copy.deepcopy(model).to(device).eval()
     if fuse and hasattr(net, "fuse"):
         net.fuse()
@@ -230,10 +230,36 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     return write_metadata(proto, meta, path)
 
 
-def write_metadata(proto, meta: Dict[str, Any], path) -> Path:
-    """Store ``meta`` as the file's one cspdet metadata entry, check the model, save it to ``path``.
+def export_classifier_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 224,
+                           batch: int = 1, dynamic: bool = False, opset: int = 17,
+                           names: Optional[Sequence[str]] = None,
+                           extra_meta: Optional[Dict[str, Any]] = None) -> Path:
+    """A classifier (a backbone with its head; the deployed form is exported) -> ONNX with
+    input ``images`` and output ``logits`` (B, classes); checked like :func:`export_onnx`."""
+    import onnx
 
-    Every export (detector or classifier) goes through this, so the loaders read one format.
+    from ..models.deploy import reparameterize
+
+    h, w = to_hw(img_size if isinstance(img_size, int) else (img_size[0], img_size[-1]))
+    net = reparameterize(copy.deepcopy(model).cpu().float().eval())
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(batch, 3, h, w),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"], dynamic_axes=axes,
+                          do_constant_folding=True)
+    meta = {"format_version": FORMAT_VERSION, "task": "classify", "names": list(names or []),
+            "num_classes": int(model.num_classes), "img_size": None if dynamic else [h, w],
+            "batch": None if dynamic else int(batch)}
+    meta.update(extra_meta or {})
+    return write_metadata(onnx.load(str(path)), meta, path)
+
+
+def write_metadata(proto, meta: Dict[str, Any], path, check: bool = True) -> Path:
+    """Store ``meta`` as the file's one cspdet metadata entry, check the model (unless
+    ``check`` is False: a quantized graph the quantizer made), save it to ``path``.
+
+    Every export (detector, classifier, INT8) goes through this, so the loaders read one format.
     """
     import onnx
 
@@ -241,7 +267,8 @@ def write_metadata(proto, meta: Dict[str, Any], path) -> Path:
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     proto.producer_name = "cspdet"
-    onnx.checker.check_model(proto, full_check=True)
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return Path(path)
 
