@@ -149,6 +149,23 @@ def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return h, w
 
 
+def _graph_end(net: nn.Module, outputs: str, dynamic: bool, conf_thres: float, iou_thres: float,
+               max_det: int) -> Tuple[nn.Module, List[str], Optional[Dict[str, Dict[int, str]]]]:
+    """The module to trace for an ``outputs`` form, its output names and its free axes."""
+    if outputs == "nms":
+        axes = {"detections": {0: "num_detections"}}
+        wrapper, names = DetectorWithNMS(net, conf_thres, iou_thres, max_det), ["detections"]
+    elif outputs == "raw":
+        wrapper, names = RawOutputs(net), [f"out_s{s}" for s in net.strides]
+        axes = {n: {0: "batch", 2: f"{n}_h", 3: f"{n}_w"} for n in names}
+    else:
+        wrapper, names = DecodedOutputs(net), ["predictions"]
+        axes = {"predictions": {0: "batch", 1: "boxes"}}
+    if dynamic:
+        return wrapper, names, {"images": {0: "batch", 2: "height", 3: "width"}, **axes}
+    return wrapper, names, axes if outputs == "nms" else None
+
+
 def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 320, batch: int = 1,
                 dynamic: bool = False, nms: bool = False, half: bool = False, raw: bool = False,
                 conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 100,
@@ -181,28 +198,8 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     if half:
         net.half()
     num_levels = len(net.strides)
-    if nms:
-        wrapper = DetectorWithNMS(net, conf_thres, iou_thres, max_det)
-        output_names = ["detections"]
-    elif raw:
-        wrapper = RawOutputs(net)
-        output_names = [f"out_s{s}" for s in net.strides]
-    else:
-        wrapper = DecodedOutputs(net)
-        output_names = ["predictions"]
+    wrapper, output_names, dynamic_axes = _graph_end(net, outputs, dynamic, conf_thres, iou_thres, max_det)
     dummy = torch.zeros(batch, 3, h, w, device=device, dtype=torch.float16 if half else torch.float32)
-    dynamic_axes = None
-    if dynamic:
-        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
-        if nms:
-            dynamic_axes["detections"] = {0: "num_detections"}
-        elif not raw:
-            dynamic_axes["predictions"] = {0: "batch", 1: "boxes"}
-        else:
-            for name in output_names:
-                dynamic_axes[name] = {0: "batch", 2: f"{name}_h", 3: f"{name}_w"}
-    elif nms:
-        dynamic_axes = {"detections": {0: "num_detections"}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
