@@ -170,8 +170,8 @@ def train_ours(args, data: dict, out: Path) -> dict:
                            **{k: float(row[k]) for k in ("AP", "AP50", "AP75") if row.get(k) not in (None, "")}})
     import torch
 
-    from detector.export.loading import load_model
-    module = load_model(run_dir / "last.pt", fuse=True).model
+    from detector.inference import Predictor
+    module = Predictor(run_dir / "last.pt", fuse=True).model
     return {"name": f"ours ({Path(args.config).stem})", "epochs": epochs, "wall_s": wall,
             "module": module, "params": sum(p.numel() for p in module.parameters()),
             "torch": torch.__version__}

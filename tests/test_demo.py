@@ -124,13 +124,15 @@ def test_clear_errors(demo, checkpoint, tmp_path, capsys, monkeypatch):
     assert "--no-show" in err and 'pip install --no-deps --force-reinstall "opencv-python>=4.9"' in err
 
 
-def test_source_kinds(demo, tmp_path):
-    assert demo.classify_source("0") == ("camera", 0)
-    assert demo.classify_source("rtsp://10.0.0.2/live")[0] == "stream"
+def test_source_kinds(tmp_path):
+    from detector.data.frames import FrameSourceError, classify_source
+
+    assert classify_source("0") == ("camera", 0)
+    assert classify_source("rtsp://10.0.0.2/live")[0] == "stream"
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
-    assert demo.classify_source(str(img)) == ("image", [img])
-    with pytest.raises(demo.DemoError, match="no images or videos"):
+    assert classify_source(str(img)) == ("image", [img])
+    with pytest.raises(FrameSourceError, match="no images or videos"):
         empty = tmp_path / "empty"
         empty.mkdir()
-        demo.classify_source(str(empty))
+        classify_source(str(empty))

@@ -17,20 +17,29 @@ SHAPES = ["circle", "square", "triangle", "star", "cross"]  # configs/data/shape
 @pytest.fixture(scope="module")
 def predictor():
     torch.manual_seed(0)
-    return Predictor(FLAGSHIP, img_size=64, conf_thres=0.0005)
+    predictor = Predictor(FLAGSHIP, img_size=64, conf_thres=0.3)
+    with torch.no_grad():  # confident outputs, as a trained model gives: every image has boxes
+        for pred in predictor.model.head.preds:
+            pred.bias.add_(3.0)
+    return predictor
 
 
-def check_result(res, shape):
+def check_result(res, shape, boxes_expected=True):
+    """One image's result: its structure always; with boxes, that they lie in the image."""
     h, w = shape[:2]
     assert set(res) == {"boxes", "scores", "labels", "names"}
-    assert res["boxes"].dtype == np.float32 and res["boxes"].shape[1:] == (4,)
-    assert res["scores"].dtype == np.float32 and res["labels"].dtype == np.int64
+    assert res["boxes"].dtype == np.float32 and res["boxes"].ndim == 2 and res["boxes"].shape[1:] == (4,)
+    assert res["scores"].dtype == np.float32 and res["scores"].ndim == 1
+    assert res["labels"].dtype == np.int64 and res["labels"].ndim == 1
+    assert isinstance(res["names"], list)
     assert len(res["boxes"]) == len(res["scores"]) == len(res["labels"]) == len(res["names"])
-    if len(res["boxes"]):
-        b = res["boxes"]
-        assert (b[:, [0, 2]] >= 0).all() and (b[:, [0, 2]] <= w).all()
-        assert (b[:, [1, 3]] >= 0).all() and (b[:, [1, 3]] <= h).all()
-        assert all(n in SHAPES for n in res["names"])
+    assert (len(res["boxes"]) > 0) == boxes_expected
+    b = res["boxes"]
+    assert (b[:, [0, 2]] >= 0).all() and (b[:, [0, 2]] <= w).all()
+    assert (b[:, [1, 3]] >= 0).all() and (b[:, [1, 3]] <= h).all()
+    assert (b[:, 2:] >= b[:, :2]).all()
+    assert ((res["scores"] > 0.3) & (res["scores"] <= 1)).all()
+    assert [SHAPES[i] for i in res["labels"]] == res["names"]
 
 
 def test_config_predictor_takes_classes_from_the_data(predictor):
@@ -51,6 +60,15 @@ def test_any_size_gray_bgra_and_lists(predictor):
     for res, img in zip(results, (odd, gray, bgra)):
         check_result(res, img.shape)
     assert predictor([]) == []
+
+
+def test_no_boxes_is_an_empty_result_of_the_same_structure(predictor, monkeypatch):
+    monkeypatch.setattr(predictor, "conf_thres", 1.0)  # no score passes
+    img = np.zeros((100, 150, 3), np.uint8)
+    res = predictor(img)
+    check_result(res, img.shape, boxes_expected=False)
+    assert res["boxes"].shape == (0, 4) and res["scores"].shape == (0,) and res["labels"].shape == (0,)
+    assert res["names"] == []
 
 
 def test_bad_images_are_clear_errors(predictor):

@@ -59,7 +59,6 @@ def test_calibration_images_are_letterboxed_like_inference(tiny_data):
 
 def test_export_cli_int8_runs_in_eval_and_demo_paths(checkpoint, tiny_data, capsys):
     import detector.cli.export as tool
-    from detector.export.loading import load_model
     from detector.inference import Predictor
 
     model, ckpt = checkpoint
@@ -73,8 +72,8 @@ def test_export_cli_int8_runs_in_eval_and_demo_paths(checkpoint, tiny_data, caps
     import onnx
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    # eval / demo open .onnx through loading.load_model -> ONNXRuntimeDetector; Predictor too
-    loaded = load_model(str(int8))
+    # eval / demo open .onnx through Predictor -> OnnxBackend (ONNXRuntimeDetector)
+    loaded = Predictor(str(int8))
     assert loaded.backend == "onnxruntime" and loaded.names == NAMES
     x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     decoded = loaded.model.decoded(x)

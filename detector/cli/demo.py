@@ -16,26 +16,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import re
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional
 
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from detector.data.image_io import IMAGE_SUFFIXES  # noqa: E402
-from detector.drawing import class_color, draw_boxes  # noqa: E402,F401
-from detector.inference import Predictor  # noqa: E402
+from detector.data.frames import FrameReader, FrameSourceError
+from detector.drawing import draw_boxes
+from detector.inference import Predictor
 
 log = logging.getLogger("demo")
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"}
-STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 HEADLESS_HELP = (
     "this OpenCV build has no GUI support (GUI: NONE in cv2.getBuildInformation()), so it cannot "
     "open a window. This usually means opencv-python-headless (a dependency of albumentations) "
@@ -45,7 +39,8 @@ HEADLESS_HELP = (
 
 
 class DemoError(RuntimeError):
-    """A problem the user can fix (bad source, no camera, no GUI); printed without a traceback."""
+    """A problem the user can fix (no GUI, no display, no encoder); printed without a traceback.
+    A source that cannot be read raises :class:`~detector.data.frames.FrameSourceError`."""
 
 
 # --------------------------------------------------------------------------- environment
@@ -63,146 +58,6 @@ def check_can_show() -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise DemoError("no display found (DISPLAY is not set): run with --no-show (and --save), "
                         "or forward a display (ssh -X)")
-
-
-# --------------------------------------------------------------------------- sources
-
-def classify_source(source: str) -> Tuple[str, object]:
-    """``(kind, value)``: camera (int or /dev/video path), stream (URL), video, image, folder."""
-    if re.fullmatch(r"\d+", source):
-        return "camera", int(source)
-    if source.startswith("/dev/video"):
-        return "camera", source
-    if source.lower().startswith(STREAM_PREFIXES):
-        return "stream", source
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
-        if not files:
-            raise DemoError(f"no images or videos in folder {path}")
-        return "folder", files
-    if not path.exists():
-        raise DemoError(f"source not found: {source} (expected a camera index such as 0, a video, an "
-                        "image, a folder or an rtsp:// / http:// URL)")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return "image", [path]
-    return "video", path
-
-
-class FrameReader:
-    """Reads frames in a background thread; iterate to get ``(frame_bgr, name)``.
-
-    Live sources (camera, stream) keep only the newest frame so the shown detections stay
-    current even when inference is slower than the camera; files queue every frame so that
-    nothing is skipped in a saved video.
-    """
-
-    def __init__(self, source: str, queue_size: int = 4):
-        self.kind, self.value = classify_source(source)
-        self.live = self.kind in ("camera", "stream")
-        self.fps = 30.0
-        self.dropped = 0
-        self._queue: "queue.Queue" = queue.Queue(maxsize=1 if self.live else queue_size)
-        self._stop = threading.Event()
-        self._error: Optional[BaseException] = None
-        self._cap = None
-        if self.kind in ("camera", "stream", "video"):
-            self._cap = self._open_capture(self.value)
-        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
-        self._thread.start()
-
-    def _open_capture(self, value):
-        cap = cv2.VideoCapture(value)
-        if not cap.isOpened():
-            cap.release()
-            if self.kind == "camera":
-                raise DemoError(f"cannot open camera {value}: it does not exist or another program "
-                                "uses it. List cameras with `ls /dev/video*` (Linux) and try another "
-                                "index (--source 1), or give a video file or image folder")
-            if self.kind == "stream":
-                raise DemoError(f"cannot open stream {value}: check the address, the credentials "
-                                "and that the camera is reachable from this machine")
-            raise DemoError(f"cannot read video {value}: not a video OpenCV can decode")
-        if self.kind == "camera":
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        if fps and 1 <= fps <= 240:
-            self.fps = float(fps)
-        return cap
-
-    def _put(self, item) -> bool:
-        """Queue an item; a live source replaces the unread frame instead of waiting."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self.live:
-                    try:
-                        self._queue.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
-        return False
-
-    def _frames(self) -> Iterator[Tuple[np.ndarray, str]]:
-        if self._cap is not None:
-            name = f"camera{self.value}" if self.kind == "camera" else Path(str(self.value)).stem or "stream"
-            failures = 0
-            while not self._stop.is_set():
-                ok, frame = self._cap.read()
-                if not ok:
-                    if self.live and failures < 30:  # a stream may hiccup; a camera may need a moment
-                        failures += 1
-                        time.sleep(0.05)
-                        continue
-                    return
-                failures = 0
-                yield frame, name
-            return
-        for path in self.value:
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                cap = cv2.VideoCapture(str(path))
-                if not cap.isOpened():
-                    log.warning("skipping %s: cannot decode this video", path)
-                    continue
-                while not self._stop.is_set():
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    yield frame, path.stem
-                cap.release()
-                continue
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if frame is None:
-                log.warning("skipping %s: not a readable image", path)
-                continue
-            yield frame, path.name
-
-    def _run(self) -> None:
-        try:
-            for item in self._frames():
-                if not self._put(item):
-                    break
-        except BaseException as e:  # surfaced in the main thread
-            self._error = e
-        finally:
-            self._put(None)
-
-    def __iter__(self):
-        while True:
-            item = self._queue.get()
-            if item is None:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        if self._cap is not None:
-            self._cap.release()
 
 
 # --------------------------------------------------------------------------- drawing
@@ -225,6 +80,7 @@ def draw(frame: np.ndarray, boxes, scores, labels, names: List[str], fps: Option
 # --------------------------------------------------------------------------- main loop
 
 PARTS = ("read", "pre", "model", "post", "draw")  # one frame of the loop, in order
+WINDOW = "cspdet"
 
 
 def run(args) -> dict:
@@ -244,7 +100,6 @@ def run(args) -> dict:
     save_dir = Path(args.save_dir) if args.save_dir else Path("runs") / "demo"
     writer, saved, frames, fps = None, [], 0, None
     times = {k: [] for k in PARTS}
-    window = "cspdet"
     log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
              detect.backend, size, args.conf_thres)
     t_start = t_last = t_prev = time.perf_counter()
@@ -262,12 +117,8 @@ def run(args) -> dict:
             frames += 1
             if args.save:
                 writer = _save(frame, name, reader, save_dir, writer, saved, frames)
-            if not args.no_show:
-                cv2.imshow(window, frame)
-                still = reader.kind in ("image", "folder") and Path(name).suffix != ""  # not a video frame
-                key = cv2.waitKey(0 if still else 1) & 0xFF
-                if key in (ord("q"), 27):
-                    break
+            if not args.no_show and _show_quits(frame, name, reader):
+                break
             t_end = time.perf_counter()
             times["read"].append((t_frame - t_last) * 1e3)  # waiting for the reader thread
             for part in ("pre", "model", "post"):
@@ -283,14 +134,25 @@ def run(args) -> dict:
         if not args.no_show:
             cv2.destroyAllWindows()
     wall = time.perf_counter() - t_start
-    if reader.dropped:
-        log.info("%d camera frames were dropped to stay live (inference slower than the camera)", reader.dropped)
-    for path in saved[:1] + ([f"... {len(saved) - 1} more"] if len(saved) > 1 else []):
-        log.info("saved %s", path)
+    _log_outputs(reader.dropped, saved)
     timing = {k: float(np.median(v)) if v else 0.0 for k, v in times.items()}
     return {"frames": frames, "saved": [str(p) for p in saved], "fps": fps, "dropped": reader.dropped,
             "timing": timing, "mean_fps": frames / wall if wall > 0 else None, "backend": detect.backend,
             "img_size": size, "predictor": detect}
+
+
+def _show_quits(frame, name: str, reader: FrameReader) -> bool:
+    """Show ``frame``; True when the user pressed q or Esc. A still image waits for a key."""
+    cv2.imshow(WINDOW, frame)
+    still = reader.kind in ("image", "folder") and Path(name).suffix != ""  # not a video frame
+    return (cv2.waitKey(0 if still else 1) & 0xFF) in (ord("q"), 27)
+
+
+def _log_outputs(dropped: int, saved: list) -> None:
+    if dropped:
+        log.info("%d camera frames were dropped to stay live (inference slower than the camera)", dropped)
+    for path in saved[:1] + ([f"... {len(saved) - 1} more"] if len(saved) > 1 else []):
+        log.info("saved %s", path)
 
 
 def _save(frame, name, reader, save_dir: Path, writer, saved: list, index: int):
@@ -335,7 +197,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         stats = run(args)
-    except DemoError as e:
+    except (DemoError, FrameSourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if stats["frames"] > 1 and stats["mean_fps"]:

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from detector.config import ConfigError  # noqa: E402
 from detector.evaluation import COCOEvaluator, evaluate, format_metrics, save_detections  # noqa: E402
-from detector.export.loading import load_model  # noqa: E402
+from detector.inference import Predictor, TorchBackend  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,40 +75,64 @@ def check_names(model_names, data_names, model_what: str, data_what: str, allow:
     print(f"note: --allow-name-mismatch: {len(diff)} class names differ, scored by index: {shown}")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def open_model(args) -> Predictor:
+    """The weights at the size rule (trained size, ONNX fixed size, or --size), refused here
+    when evaluation cannot run them."""
     if args.half and not args.device.startswith("cuda"):
         raise ConfigError("--half needs a CUDA device (--device cuda); float16 on CPU is slower, not faster")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA GPU is available")
-
-    loaded = load_model(args.weights, device=args.device, threads=args.threads, img_size=args.size)
-    model = loaded.model
-    eval_cfg = loaded.config.get("eval") or {}
-    data_cfg = args.data or loaded.config.get("data")
-    if data_cfg is None:
-        raise ConfigError(f"{args.weights} carries no data config: pass --data (e.g. configs/data/coco.yaml)")
-
-    size = loaded.input_size  # the one rule: trained size, ONNX fixed size, or --size
+    loaded = Predictor(args.weights, img_size=args.size, device=args.device, threads=args.threads)
+    if args.half and loaded.backend == "onnxruntime":
+        raise ConfigError("--half applies to PyTorch weights; export the ONNX model with --half instead")
+    size = loaded.img_size
     if not isinstance(size, int):
         raise ConfigError(f"{args.weights} takes {size[0]}x{size[1]} input; evaluation letterboxes to a "
                           "square: export with a square --size or --dynamic")
     if size % 32:
         raise ConfigError(f"--size must be a multiple of 32, got {size}")
+    return loaded
+
+
+def settings(args, loaded: Predictor) -> dict:
+    """Thresholds (flags, else the weights' eval section, else COCO's) and the batch size a
+    fixed-batch file takes; says so when the file decides."""
+    eval_cfg = loaded.config.get("eval") or {}
+    runner, name = loaded.runner, Path(args.weights).name
     conf = args.conf_thres if args.conf_thres is not None else eval_cfg.get("conf_thres", 0.001)
     iou = args.iou_thres if args.iou_thres is not None else eval_cfg.get("iou_thres", 0.6)
     max_det = args.max_det if args.max_det is not None else eval_cfg.get("max_det", 300)
     batch = args.batch
-    if loaded.backend == "onnxruntime":
-        if model.batch and batch > model.batch:
-            print(f"note: {Path(args.weights).name} has a fixed batch of {model.batch}; using --batch {model.batch}")
-            batch = model.batch
-        if model.has_nms:
-            m = model.meta
-            print(f"note: NMS is inside {Path(args.weights).name} with conf {m['conf_thres']}, iou "
-                  f"{m['iou_thres']}, max_det {m['max_det']} (set at export); AP is usually measured at "
-                  "conf 0.001: export without --nms for the standard figure")
+    if runner.max_batch and batch > runner.max_batch:
+        print(f"note: {name} has a fixed batch of {runner.max_batch}; using --batch {runner.max_batch}")
+        batch = runner.max_batch
+    if runner.nms_in_graph:
+        m = runner.model.meta
+        print(f"note: NMS is inside {name} with conf {m['conf_thres']}, iou {m['iou_thres']}, max_det "
+              f"{m['max_det']} (set at export); AP is usually measured at conf 0.001: export without "
+              "--nms for the standard figure")
+    return {"conf_thres": conf, "iou_thres": iou, "max_det": max_det, "batch": batch}
+
+
+def save_results(args, metrics: dict, summary: dict) -> None:
+    """The detections (COCO results JSON) and the metrics beside them."""
+    out = Path(args.save_json) if args.save_json else (
+        Path("runs") / "eval" / Path(args.weights).stem / f"detections_{args.split}.json")
+    save_detections(metrics["detections"], out)
+    summary = dict({k: v for k, v in metrics.items() if k not in ("detections", "summary")}, **summary)
+    with open(out.with_name(out.stem + "_metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    print(f"detections: {out} ({len(metrics['detections'])}); metrics: {out.with_name(out.stem + '_metrics.json')}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    loaded = open_model(args)
+    data_cfg = args.data or loaded.config.get("data")
+    if data_cfg is None:
+        raise ConfigError(f"{args.weights} carries no data config: pass --data (e.g. configs/data/coco.yaml)")
+    size, run = loaded.img_size, settings(args, loaded)
 
     from detector.data import build_dataloader, build_dataset
 
@@ -118,27 +142,24 @@ def main(argv=None) -> int:
     subset = dataset
     if args.max_images:
         subset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
-    loader = build_dataloader(subset, batch, workers=args.workers, shuffle=False)
+    loader = build_dataloader(subset, run["batch"], workers=args.workers, shuffle=False)
     print(f"evaluating {args.weights} ({loaded.backend}) on {getattr(dataset, 'name', args.split)}: "
-          f"{len(subset)} images at {size}, batch {batch}, conf {conf}, iou {iou}, max_det {max_det}")
-    metrics = evaluate(model, loader, conf_thres=conf, iou_thres=iou, max_det=max_det,
-                       device=args.device if loaded.backend == "pytorch" else None,
-                       half=args.half, evaluator=evaluator)
+          f"{len(subset)} images at {size}, batch {run['batch']}, conf {run['conf_thres']}, "
+          f"iou {run['iou_thres']}, max_det {run['max_det']}")
+    runner = loaded.runner
+    if args.half:  # a float16 copy of the PyTorch network
+        runner = TorchBackend(loaded.model, loaded.names, loaded.config, args.device, half=True)
+    metrics = evaluate(runner, loader, conf_thres=run["conf_thres"], iou_thres=run["iou_thres"],
+                       max_det=run["max_det"], evaluator=evaluator)
     print(format_metrics(metrics))
     if metrics["unreadable_images"]:
         print(f"{len(metrics['unreadable_images'])} unreadable image(s) left out of the score: "
               + ", ".join(metrics["unreadable_images"]))
-
-    out = Path(args.save_json) if args.save_json else (
-        Path("runs") / "eval" / Path(args.weights).stem / f"detections_{args.split}.json")
-    save_detections(metrics["detections"], out)
-    summary = {k: v for k, v in metrics.items() if k not in ("detections", "summary")}
-    summary.update(weights=str(args.weights), backend=loaded.backend, data=str(data_cfg) if not isinstance(
-        data_cfg, dict) else "inline", split=args.split, img_size=size, conf_thres=conf, iou_thres=iou,
-        max_det=max_det, half=args.half)
-    with open(out.with_name(out.stem + "_metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    print(f"detections: {out} ({len(metrics['detections'])}); metrics: {out.with_name(out.stem + '_metrics.json')}")
+    save_results(args, metrics, {
+        "weights": str(args.weights), "backend": loaded.backend,
+        "data": str(data_cfg) if not isinstance(data_cfg, dict) else "inline", "split": args.split,
+        "img_size": size, "conf_thres": run["conf_thres"], "iou_thres": run["iou_thres"],
+        "max_det": run["max_det"], "half": args.half})
     return 0
 
 

@@ -63,18 +63,16 @@ def evaluate_checkpoint(args):
     from detector.classification.data import ImageFolderDataset, build_eval_loader, eval_transform, split_dir
     from detector.classification.evaluate import evaluate_classifier
     from detector.config import ConfigError, from_dict, trained_img_size
-    from detector.engine.checkpoint import load_checkpoint, load_state_strict, model_state
     from detector.engine.runtime import select_device
-    from detector.models.builder import build_model
+    from detector.inference.weights import classifier_model_config, load_classifier
+    from detector.models.state_dict import load_checkpoint
 
     ckpt = load_checkpoint(args.weights)
-    cfg = ckpt.get("config") or {}
-    model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
-    if not isinstance(model_cfg, dict) or "neck" in model_cfg or "head" in model_cfg:
+    if classifier_model_config(ckpt) is None:
         raise ConfigError(f"{args.weights} is not a classifier checkpoint (from cspdet train-cls); "
                           "evaluate detectors with cspdet eval")
-    if not model_cfg.get("num_classes"):
-        raise ConfigError(f"{args.weights} holds a features-only backbone (num_classes 0)")
+    weights = load_classifier(ckpt, f"checkpoint {args.weights}")
+    cfg = weights.config
     data = dict(cfg.get("data") or {})
     if args.data == "synthetic":
         data.update(root="", synthetic=data.get("synthetic") or {})
@@ -84,16 +82,14 @@ def evaluate_checkpoint(args):
         raise ConfigError(f"{args.weights} stores no data section: give --data FOLDER")
     data_cfg = from_dict(ClsDataConfig, data, "data")
     img_size = args.img_size or trained_img_size(cfg, default=224)
-    names = list(ckpt.get("names") or [])
+    names = list(ckpt.get("names") or [])  # none stored: the data's folder names
     dataset = ImageFolderDataset(split_dir(data_cfg, args.split), eval_transform(img_size, data_cfg.crop_pct),
                                  names=names or None)
-    if int(model_cfg["num_classes"]) != len(dataset.names):
-        raise ConfigError(f"the model has {model_cfg['num_classes']} classes, the data "
+    if weights.model.num_classes != len(dataset.names):
+        raise ConfigError(f"the model has {weights.model.num_classes} classes, the data "
                           f"{len(dataset.names)}")
     device = select_device(args.device)
-    model = build_model({"model": model_cfg})
-    load_state_strict(model, model_state(ckpt), what=f"checkpoint {args.weights}")
-    model.to(device).eval()
+    model = weights.model.to(device).eval()
     loader = build_eval_loader(dataset, args.batch_size, args.workers)
     torch.set_grad_enabled(False)
     logging.getLogger("cspdet").info("%s: %d %s images, %d classes, %d px", args.weights, len(dataset),

@@ -35,7 +35,7 @@ from ..common import to_hw
 
 METADATA_KEY = "cspdet"
 # the checkpoint config sections an export records beside the network, so that eval / demo
-# of the file need no --data (see cli/export.py's export_meta)
+# of the file need no data argument (see exporter.checkpoint_metadata)
 EXPORTED_SECTIONS = ("data", "eval")
 FORMAT_VERSION = 1
 
@@ -149,6 +149,23 @@ def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return h, w
 
 
+def _graph_end(net: nn.Module, outputs: str, dynamic: bool, conf_thres: float, iou_thres: float,
+               max_det: int) -> Tuple[nn.Module, List[str], Optional[Dict[str, Dict[int, str]]]]:
+    """The module to trace for an ``outputs`` form, its output names and its free axes."""
+    if outputs == "nms":
+        axes = {"detections": {0: "num_detections"}}
+        wrapper, names = DetectorWithNMS(net, conf_thres, iou_thres, max_det), ["detections"]
+    elif outputs == "raw":
+        wrapper, names = RawOutputs(net), [f"out_s{s}" for s in net.strides]
+        axes = {n: {0: "batch", 2: f"{n}_h", 3: f"{n}_w"} for n in names}
+    else:
+        wrapper, names = DecodedOutputs(net), ["predictions"]
+        axes = {"predictions": {0: "batch", 1: "boxes"}}
+    if dynamic:
+        return wrapper, names, {"images": {0: "batch", 2: "height", 3: "width"}, **axes}
+    return wrapper, names, axes if outputs == "nms" else None
+
+
 def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 320, batch: int = 1,
                 dynamic: bool = False, nms: bool = False, half: bool = False, raw: bool = False,
                 conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 100,
@@ -173,36 +190,16 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     outputs = "nms" if nms else "raw" if raw else "decoded"
     device = torch.device(device)
     if half and device.type != "cuda":
-        raise ValueError("--half export needs a CUDA device (float16 convolutions are a GPU "
-                         "feature; ONNX Runtime's CPU provider has no float16 kernels for them)")
+        raise ValueError("a float16 (half) export needs a CUDA device (float16 convolutions are a "
+                         "GPU feature; ONNX Runtime's CPU provider has no float16 kernels for them)")
     net = copy.deepcopy(model).to(device).eval()
     if fuse and hasattr(net, "fuse"):
         net.fuse()
     if half:
         net.half()
     num_levels = len(net.strides)
-    if nms:
-        wrapper = DetectorWithNMS(net, conf_thres, iou_thres, max_det)
-        output_names = ["detections"]
-    elif raw:
-        wrapper = RawOutputs(net)
-        output_names = [f"out_s{s}" for s in net.strides]
-    else:
-        wrapper = DecodedOutputs(net)
-        output_names = ["predictions"]
+    wrapper, output_names, dynamic_axes = _graph_end(net, outputs, dynamic, conf_thres, iou_thres, max_det)
     dummy = torch.zeros(batch, 3, h, w, device=device, dtype=torch.float16 if half else torch.float32)
-    dynamic_axes = None
-    if dynamic:
-        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
-        if nms:
-            dynamic_axes["detections"] = {0: "num_detections"}
-        elif not raw:
-            dynamic_axes["predictions"] = {0: "batch", 1: "boxes"}
-        else:
-            for name in output_names:
-                dynamic_axes[name] = {0: "batch", 2: f"{name}_h", 3: f"{name}_w"}
-    elif nms:
-        dynamic_axes = {"detections": {0: "num_detections"}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -230,10 +227,36 @@ def export_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 32
     return write_metadata(proto, meta, path)
 
 
-def write_metadata(proto, meta: Dict[str, Any], path) -> Path:
-    """Store ``meta`` as the file's one cspdet metadata entry, check the model, save it to ``path``.
+def export_classifier_onnx(model: nn.Module, path, img_size: Union[int, Sequence[int]] = 224,
+                           batch: int = 1, dynamic: bool = False, opset: int = 17,
+                           names: Optional[Sequence[str]] = None,
+                           extra_meta: Optional[Dict[str, Any]] = None) -> Path:
+    """A classifier (a backbone with its head; the deployed form is exported) -> ONNX with
+    input ``images`` and output ``logits`` (B, classes); checked like :func:`export_onnx`."""
+    import onnx
 
-    Every export (detector or classifier) goes through this, so the loaders read one format.
+    from ..models.deploy import reparameterize
+
+    h, w = to_hw(img_size if isinstance(img_size, int) else (img_size[0], img_size[-1]))
+    net = reparameterize(copy.deepcopy(model).cpu().float().eval())
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(batch, 3, h, w),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"], dynamic_axes=axes,
+                          do_constant_folding=True)
+    meta = {"format_version": FORMAT_VERSION, "task": "classify", "names": list(names or []),
+            "num_classes": int(model.num_classes), "img_size": None if dynamic else [h, w],
+            "batch": None if dynamic else int(batch)}
+    meta.update(extra_meta or {})
+    return write_metadata(onnx.load(str(path)), meta, path)
+
+
+def write_metadata(proto, meta: Dict[str, Any], path, check: bool = True) -> Path:
+    """Store ``meta`` as the file's one cspdet metadata entry, check the model (unless
+    ``check`` is False: a quantized graph the quantizer made), save it to ``path``.
+
+    Every export (detector, classifier, INT8) goes through this, so the loaders read one format.
     """
     import onnx
 
@@ -241,7 +264,8 @@ def write_metadata(proto, meta: Dict[str, Any], path) -> Path:
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     proto.producer_name = "cspdet"
-    onnx.checker.check_model(proto, full_check=True)
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return Path(path)
 

@@ -26,6 +26,7 @@ _GLOBAL_POOL: Optional[int] = None
 class ModelFileError(ValueError):
     """An ONNX file cspdet cannot run (not one of its exports): a user error, said in one line."""
 
+
 def use_global_thread_pool(threads: int) -> bool:
     """Make every later session share one intra-op pool of ``threads`` threads.
 
@@ -45,6 +46,13 @@ def use_global_thread_pool(threads: int) -> bool:
         return False
     _GLOBAL_POOL = int(threads)
     return True
+
+
+def global_thread_pool() -> Optional[int]:
+    """The threads of the process-wide pool :func:`use_global_thread_pool` set, or None.
+
+    ORT's own helpers that open sessions (the INT8 quantizer) cannot run beside such a pool."""
+    return _GLOBAL_POOL
 
 
 def session_options(threads: Optional[int] = None):

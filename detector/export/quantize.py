@@ -19,7 +19,7 @@ calibration set), so eval, demo and Predictor open it like any export.
 """
 from __future__ import annotations
 
-import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import List, Optional
@@ -27,6 +27,10 @@ from typing import List, Optional
 import numpy as np
 
 from ..common import to_hw
+from .onnx_export import read_metadata, write_metadata
+from .onnx_runtime import global_thread_pool
+
+log = logging.getLogger(__name__)
 
 
 class QuantizationError(ValueError):
@@ -34,20 +38,20 @@ class QuantizationError(ValueError):
 
 
 def calibration_images(data, count: int, img_size, split: str = "train", seed: int = 0,
-                       progress: bool = True) -> np.ndarray:
+                       progress: bool = False) -> np.ndarray:
     """``count`` images of ``data``'s ``split``, letterboxed to ``img_size`` as inference does.
 
     Returns float32 (N, 3, H, W) RGB in [0, 1]. Images are drawn evenly spaced over the split
-    (a fixed, reproducible sample that covers it).
+    (a fixed, reproducible sample that covers it); ``progress`` shows a progress bar.
     """
     from ..data import check_split_exists, letterbox, prepare_data, read_image
     from ..data.labels import list_images
 
     if count < 1:
-        raise QuantizationError(f"calibration needs at least one image, got --calib-images {count}")
+        raise QuantizationError(f"calibration needs at least one image, got {count}")
     if data is None or data == "":
-        raise QuantizationError("INT8 calibration needs images: pass --data configs/data/<name>.yaml "
-                                "(its train split is used)")
+        raise QuantizationError("INT8 calibration needs images: give a data config (its "
+                                f"{split} split is used)")
     try:
         cfg = prepare_data(data)
         split_cfg = check_split_exists(cfg, split)
@@ -188,8 +192,6 @@ def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: boo
     """
     import onnx
 
-    from .onnx_export import METADATA_KEY, read_metadata
-
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path))
     meta = read_metadata(model)
@@ -197,10 +199,10 @@ def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: boo
     elem = inp.type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
         raise QuantizationError(f"{fp32_path.name}: INT8 quantization needs a float32 export "
-                                f"(input type {onnx.TensorProto.DataType.Name(elem)}); drop --half")
+                                f"(input type {onnx.TensorProto.DataType.Name(elem)}), not a float16 one")
     if meta.get("nms") or any(n.op_type == "NonMaxSuppression" for n in model.graph.node):
         raise QuantizationError(f"{fp32_path.name}: a graph with NMS inside cannot be quantized "
-                                "statically (its outputs are box lists); export without --nms")
+                                "statically (its outputs are box lists); export it without NMS")
     if not any(n.op_type in ("Conv", "MatMul", "Gemm") for n in model.graph.node):
         raise QuantizationError(f"{fp32_path.name}: no Conv/MatMul/Gemm to quantize")
     calibration = np.asarray(calibration, dtype=np.float32)
@@ -213,30 +215,25 @@ def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: boo
                                 f"the model takes {dims[2]}x{dims[3]}")
     exclude = _output_nodes(model) if keep_outputs_float else []
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    from . import onnx_runtime
-
-    if onnx_runtime._GLOBAL_POOL is not None:
+    if global_thread_pool() is not None:
         # ORT's quantizer opens its own sessions, which a process-wide thread pool refuses
         # ("use_per_session_threads must be false"): quantize in a fresh process instead
         _quantize_in_child(fp32_path, out_path, calibration, per_channel, keep_outputs_float)
     else:
         _quantize(fp32_path, out_path, calibration, per_channel, exclude, inp.name, dims[0] or 1)
     qmodel = onnx.load(str(out_path))
-    if meta:
-        meta = dict(meta, int8=True, **(extra_meta or {}))
-        del qmodel.metadata_props[:]
-        entry = qmodel.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    qmodel.producer_name = "cspdet"
-    onnx.save(qmodel, str(out_path))
-    return out_path
+    if not meta:  # a foreign graph: nothing of cspdet's to carry over
+        qmodel.producer_name = "cspdet"
+        onnx.save(qmodel, str(out_path))
+        return out_path
+    return write_metadata(qmodel, dict(meta, int8=True, **(extra_meta or {})), out_path, check=False)
 
 
 def _quantize_in_child(fp32_path, out_path, calibration, per_channel, keep_outputs_float) -> None:
     _run_child([(str(fp32_path), str(out_path), calibration)], per_channel, keep_outputs_float)
     if not Path(out_path).is_file():
-        raise QuantizationError(f"quantizing {Path(fp32_path).name} failed; run tools/export.py "
-                                "--int8 for the message")
+        raise QuantizationError(f"quantizing {Path(fp32_path).name} in a child process failed "
+                                "(its reason is in the log above)")
 
 
 def _run_child(jobs, per_channel=True, keep_outputs_float=True) -> int:
@@ -259,7 +256,7 @@ def _child_main(jobs, per_channel, keep_outputs_float) -> None:
         try:
             quantize_onnx(src, dst, np.load(calib), per_channel, keep_outputs_float)
         except QuantizationError as e:  # the caller sees the missing file
-            print(f"INT8: {e}")
+            log.warning("INT8: %s", e)
 
 
 def quantize_many(jobs, per_channel: bool = True) -> List[Path]:
@@ -267,16 +264,14 @@ def quantize_many(jobs, per_channel: bool = True) -> List[Path]:
 
     With a process-wide ORT thread pool (the benchmark) all of them go through one child
     process, so the cost of starting it is paid once."""
-    from . import onnx_runtime
-
-    if onnx_runtime._GLOBAL_POOL is not None and jobs:
+    if global_thread_pool() is not None and jobs:
         _run_child(jobs, per_channel)
     else:
         for src, dst, calib in jobs:
             try:
                 quantize_onnx(src, dst, calib, per_channel)
-            except QuantizationError as e:
-                print(f"INT8: {e}")
+            except QuantizationError as e:  # the caller sees the missing file
+                log.warning("INT8: %s", e)
     return [Path(dst) for _, dst, _ in jobs if Path(dst).is_file()]
 
 
@@ -305,13 +300,5 @@ def _quantize(fp32_path: Path, out_path: Path, calibration, per_channel, exclude
                                     f"{type(e).__name__}: {e}") from e
 
 
-def quantize_export(fp32_path, out_path, data, img_size, count: int = 64,
-                    split: str = "train") -> Path:
-    """Calibrate on ``count`` images of ``data``'s train split and quantize (the CLI's path)."""
-    calib = calibration_images(data, count, img_size, split)
-    return quantize_onnx(fp32_path, out_path, calib,
-                         extra_meta={"calibration": {"data": str(data), "split": split,
-                                                     "images": int(len(calib))}})
-
-
-__all__ = ["QuantizationError", "calibration_images", "concat_range_groups", "quantize_onnx", "quantize_export", "quantize_many"]
+__all__ = ["QuantizationError", "calibration_images", "concat_range_groups", "quantize_onnx",
+           "quantize_many"]

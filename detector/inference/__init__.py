@@ -1,0 +1,15 @@
+"""Inference in three lines::
+
+    from detector.inference import Predictor
+    predictor = Predictor("runs/csppelee_efm_sam/best.pt")     # or a detector config (random weights)
+    dets = predictor(cv2.imread("image.jpg"))                   # {"boxes", "scores", "labels", "names"}
+
+- :mod:`.weights`: ``--weights`` into a PyTorch model (checkpoint, config, classifier);
+- :mod:`.backends`: the PyTorch and ONNX Runtime backends behind one interface (inference,
+  evaluation, demo and benchmark run models through it);
+- :mod:`.predictor`: :class:`Predictor`, letterbox + backend + NMS on BGR images.
+"""
+from .backends import Backend, OnnxBackend, TorchBackend, backend_for  # noqa: F401
+from .predictor import Predictor, open_backend, resolve_img_size  # noqa: F401
+from .weights import (CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, Weights, load_classifier,  # noqa: F401
+                      load_detector, read_classifier)
