@@ -52,6 +52,10 @@ class COCOEvaluator:
         self.image_ids: List[int] = []
         self.unreadable: Dict[int, str] = {}   # image id -> path: excluded from scoring
         self._seen = set()
+        # kept by summarize() for the figures (curves.py, confusion.py, report.py)
+        self.cocoeval = None          # the accumulated COCOeval; None without detections
+        self.scored_image_ids: List[int] = []
+        self.metrics: Optional[Dict[str, Any]] = None
 
     def _cat_id(self, label: int) -> int:
         try:
@@ -120,6 +124,7 @@ class COCOEvaluator:
             img_ids = sorted(self.coco_gt.getImgIds())
         result: Dict[str, Any] = {"num_images": len(img_ids), "detections": list(self.detections),
                                   "unreadable_images": sorted(self.unreadable.values())}
+        self.cocoeval, self.scored_image_ids, self.metrics = None, img_ids, result
         gt_ann_ids = self.coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False) if img_ids else []
         if not img_ids:
             result.update({k: -1.0 for k in STAT_NAMES})
@@ -140,6 +145,7 @@ class COCOEvaluator:
             ev.params.imgIds = img_ids
             ev.evaluate()
             ev.accumulate()
+        self.cocoeval = ev
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             ev.summarize()
