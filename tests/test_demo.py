@@ -125,14 +125,14 @@ def test_clear_errors(demo, checkpoint, tmp_path, capsys, monkeypatch):
 
 
 def test_source_kinds(tmp_path):
-    from detector.data.frames import FrameSourceError, classify_source
+    from detector.data.frames import FrameIOError, classify_source
 
     assert classify_source("0") == ("camera", 0)
     assert classify_source("rtsp://10.0.0.2/live")[0] == "stream"
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
     assert classify_source(str(img)) == ("image", [img])
-    with pytest.raises(FrameSourceError, match="no images or videos"):
+    with pytest.raises(FrameIOError, match="no images or videos"):
         empty = tmp_path / "empty"
         empty.mkdir()
         classify_source(str(empty))

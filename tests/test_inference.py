@@ -71,6 +71,17 @@ def test_no_boxes_is_an_empty_result_of_the_same_structure(predictor, monkeypatc
     assert res["names"] == []
 
 
+def test_the_backend_runs_a_prepared_batch_alone_and_in_steps(predictor):
+    """What a timing loop calls (forward_fn: the network alone) and the steps a call makes."""
+    img = np.random.default_rng(1).integers(0, 255, (100, 150, 3), dtype=np.uint8)
+    x, _ = predictor.preprocess([img])
+    raw = predictor.runner.forward_fn(x)()
+    assert [tuple(r.shape[2:]) for r in raw] == [(8, 8), (4, 4), (2, 2)]
+    out = predictor.runner.infer(x)
+    dets = predictor.runner.boxes(out, predictor.conf_thres, predictor.iou_thres, predictor.max_det)
+    np.testing.assert_allclose(dets[0]["scores"], predictor(img)["scores"], rtol=1e-6)
+
+
 def test_bad_images_are_clear_errors(predictor):
     with pytest.raises(ValueError, match="unsupported image shape"):
         predictor(np.zeros((10, 10, 2), np.uint8))
@@ -154,3 +165,6 @@ def test_onnx_predictor_runs_no_torch_op_but_nms(tmp_path):
     trivial = {"aten.lift_fresh.default", "aten.slice.Tensor", "aten.detach.default", "aten.alias.default"}
     assert set(ops.names) - trivial == {"torchvision.nms.default"}, ops.names
     assert set(predictor.timing) == {"pre", "model", "post"} and predictor.timing["model"] > 0
+    x, _ = predictor.preprocess([frame])  # the network alone, as a timing loop runs it
+    (out,) = predictor.runner.forward_fn(x)()
+    assert isinstance(x, np.ndarray) and out.shape[0] == 1 and out.shape[2] == 5 + 3

@@ -25,7 +25,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from detector.data.frames import FrameReader, FrameSourceError
+from detector.data.frames import FrameIOError, FrameReader, FrameWriter
 from detector.drawing import draw_boxes
 from detector.inference import Predictor
 
@@ -39,8 +39,8 @@ HEADLESS_HELP = (
 
 
 class DemoError(RuntimeError):
-    """A problem the user can fix (no GUI, no display, no encoder); printed without a traceback.
-    A source that cannot be read raises :class:`~detector.data.frames.FrameSourceError`."""
+    """A problem the user can fix (no GUI, no display); printed without a traceback. A source
+    that cannot be read raises :class:`~detector.data.frames.FrameIOError`."""
 
 
 # --------------------------------------------------------------------------- environment
@@ -97,8 +97,8 @@ def run(args) -> dict:
                        iou_thres=args.iou_thres, max_det=args.max_det, threads=args.threads)
     size = detect.img_size
     reader = FrameReader(args.source)
-    save_dir = Path(args.save_dir) if args.save_dir else Path("runs") / "demo"
-    writer, saved, frames, fps = None, [], 0, None
+    writer = FrameWriter(args.save_dir or Path("runs") / "demo", reader.kind, reader.fps)
+    frames, fps = 0, None
     times = {k: [] for k in PARTS}
     log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
              detect.backend, size, args.conf_thres)
@@ -116,7 +116,7 @@ def run(args) -> dict:
                  fps if reader.kind != "image" else None, args.line_width)
             frames += 1
             if args.save:
-                writer = _save(frame, name, reader, save_dir, writer, saved, frames)
+                writer.write(frame, name)
             if not args.no_show and _show_quits(frame, name, reader):
                 break
             t_end = time.perf_counter()
@@ -129,14 +129,13 @@ def run(args) -> dict:
                 break
     finally:
         reader.close()
-        if writer is not None:
-            writer.release()
+        writer.close()
         if not args.no_show:
             cv2.destroyAllWindows()
     wall = time.perf_counter() - t_start
-    _log_outputs(reader.dropped, saved)
+    _log_outputs(reader.dropped, writer.saved)
     timing = {k: float(np.median(v)) if v else 0.0 for k, v in times.items()}
-    return {"frames": frames, "saved": [str(p) for p in saved], "fps": fps, "dropped": reader.dropped,
+    return {"frames": frames, "saved": [str(p) for p in writer.saved], "fps": fps, "dropped": reader.dropped,
             "timing": timing, "mean_fps": frames / wall if wall > 0 else None, "backend": detect.backend,
             "img_size": size, "predictor": detect}
 
@@ -153,25 +152,6 @@ def _log_outputs(dropped: int, saved: list) -> None:
         log.info("%d camera frames were dropped to stay live (inference slower than the camera)", dropped)
     for path in saved[:1] + ([f"... {len(saved) - 1} more"] if len(saved) > 1 else []):
         log.info("saved %s", path)
-
-
-def _save(frame, name, reader, save_dir: Path, writer, saved: list, index: int):
-    """Append ``frame`` to the output video (created on the first frame) or write it as an image."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    if reader.kind in ("video", "camera", "stream"):
-        if writer is None:
-            out = save_dir / f"{name}.mp4"
-            h, w = frame.shape[:2]
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), reader.fps, (w, h))
-            if not writer.isOpened():
-                raise DemoError(f"cannot write {out}: this OpenCV has no mp4v encoder")
-            saved.append(out)
-        writer.write(frame)
-    else:
-        out = save_dir / (name if Path(name).suffix else f"{name}_{index:06d}.jpg")
-        cv2.imwrite(str(out), frame)
-        saved.append(out)
-    return writer
 
 
 def parse_args(argv=None):
@@ -197,7 +177,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         stats = run(args)
-    except (DemoError, FrameSourceError) as e:
+    except (DemoError, FrameIOError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if stats["frames"] > 1 and stats["mean_fps"]:

@@ -2,7 +2,8 @@
 
 :func:`classify_source` tells what a source string names; :class:`FrameReader` reads its
 frames in a background thread, so the loop that runs the model never waits on the camera
-(``cspdet predict``, benchmarks/frame_loop.py).
+(``cspdet predict``, benchmarks/frame_loop.py); :class:`FrameWriter` saves the annotated
+frames as the source was (a video, or images).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -25,8 +26,9 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
-class FrameSourceError(RuntimeError):
-    """A source that cannot be read (no such file or camera, an empty folder, a bad stream)."""
+class FrameIOError(RuntimeError):
+    """A source that cannot be read (no such file or camera, an empty folder, a bad stream) or
+    an output that cannot be written."""
 
 
 def classify_source(source: str) -> Tuple[str, object]:
@@ -41,10 +43,10 @@ def classify_source(source: str) -> Tuple[str, object]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
         if not files:
-            raise FrameSourceError(f"no images or videos in folder {path}")
+            raise FrameIOError(f"no images or videos in folder {path}")
         return "folder", files
     if not path.exists():
-        raise FrameSourceError(f"source not found: {source} (expected a camera index such as 0, a video, an "
+        raise FrameIOError(f"source not found: {source} (expected a camera index such as 0, a video, an "
                                "image, a folder or an rtsp:// / http:// URL)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return "image", [path]
@@ -78,13 +80,13 @@ class FrameReader:
         if not cap.isOpened():
             cap.release()
             if self.kind == "camera":
-                raise FrameSourceError(f"cannot open camera {value}: it does not exist or another program "
+                raise FrameIOError(f"cannot open camera {value}: it does not exist or another program "
                                        "uses it. List cameras with `ls /dev/video*` (Linux) and try another "
                                        "index (1, 2, ...), or give a video file or image folder")
             if self.kind == "stream":
-                raise FrameSourceError(f"cannot open stream {value}: check the address, the credentials "
+                raise FrameIOError(f"cannot open stream {value}: check the address, the credentials "
                                        "and that the camera is reachable from this machine")
-            raise FrameSourceError(f"cannot read video {value}: not a video OpenCV can decode")
+            raise FrameIOError(f"cannot read video {value}: not a video OpenCV can decode")
         if self.kind == "camera":
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -165,3 +167,36 @@ class FrameReader:
         self._thread.join(timeout=2)
         if self._cap is not None:
             self._cap.release()
+
+
+class FrameWriter:
+    """Saves frames into ``folder``: one ``<name>.mp4`` for a camera, stream or video source
+    (at the source's ``fps``), else each frame as an image (its own name, or
+    ``<name>_<index>.jpg`` for a video's frames in a folder). ``saved``: the files written."""
+
+    def __init__(self, folder, kind: str, fps: float = 30.0):
+        self.folder, self.kind, self.fps = Path(folder), kind, fps
+        self.saved: List[Path] = []
+        self._video = None
+        self._count = 0
+
+    def write(self, frame: np.ndarray, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        if self.kind in ("video", "camera", "stream"):
+            if self._video is None:
+                out = self.folder / f"{name}.mp4"
+                h, w = frame.shape[:2]
+                self._video = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+                if not self._video.isOpened():
+                    raise FrameIOError(f"cannot write {out}: this OpenCV has no mp4v encoder")
+                self.saved.append(out)
+            self._video.write(frame)
+            return
+        out = self.folder / (name if Path(name).suffix else f"{name}_{self._count:06d}.jpg")
+        cv2.imwrite(str(out), frame)
+        self.saved.append(out)
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.release()

@@ -61,6 +61,7 @@ def _run(backend, batches, evaluator, conf_thres, iou_thres, max_det, multi_labe
     kernel selection)."""
     times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
     n_images = batch_size = 0
+    conf = None if backend.nms_in_graph else conf_thres  # NMS inside: the export's thresholds score
     for batch in batches:
         metas = batch["meta"]
         batch_size = max(batch_size, len(metas))
@@ -75,7 +76,7 @@ def _run(backend, batches, evaluator, conf_thres, iou_thres, max_det, multi_labe
             t1 = time.perf_counter()
         out = backend.infer(x)
         t2 = time.perf_counter()
-        preds = backend.boxes(out, conf_thres, iou_thres, max_det, multi_label)
+        preds = backend.boxes(out, conf, iou_thres, max_det, multi_label)
         t3 = time.perf_counter()
         times["infer"] += t2 - t1
         times["nms"] += t3 - t2

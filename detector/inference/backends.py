@@ -86,10 +86,13 @@ class Backend:
         """The network and the decoding its graph holds; what :meth:`boxes` takes."""
         raise NotImplementedError
 
-    def boxes(self, out, conf_thres: float, iou_thres: float, max_det: int,
+    def boxes(self, out, conf_thres: Optional[float], iou_thres: float, max_det: int,
               multi_label: bool = False) -> Predictions:
         """Confidence filter and NMS on :meth:`infer`'s output: per image numpy ``boxes``
-        (float32 xyxy, network-input pixels), ``scores`` (float32), ``labels`` (int64)."""
+        (float32 xyxy, network-input pixels), ``scores`` (float32), ``labels`` (int64).
+
+        A graph with NMS inside (``nms_in_graph``) keeps its export thresholds; a given
+        ``conf_thres`` above them filters its boxes further (None: not at all)."""
         raise NotImplementedError
 
     def synchronize(self) -> None:
@@ -188,7 +191,9 @@ class OnnxBackend(Backend):
         return self.model.decoded(x)
 
     def boxes(self, out, conf_thres, iou_thres, max_det, multi_label=False) -> Predictions:
-        if self.model.has_nms:  # a threshold above the baked-in one still filters
+        if self.model.has_nms:  # a threshold above the baked-in one still filters (None: none)
+            if conf_thres is None:
+                return out
             return [{k: v[p["scores"] > conf_thres] for k, v in p.items()} for p in out]
         return postprocess_numpy(out, conf_thres, iou_thres, max_det, multi_label)
 
