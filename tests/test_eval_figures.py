@@ -192,8 +192,9 @@ def test_report_files_and_user_threshold(dataset, tmp_path):
 
 def test_report_without_detections(dataset, tmp_path):
     ev = _evaluate(dataset, {})
-    report = write_eval_report(ev, dataset, tmp_path, grids=1)
+    report = write_eval_report(ev, None, tmp_path)            # no dataset: no image grids
     assert report["best_conf"] is None and report["conf_source"] == "default"
+    assert not any(name.startswith("val_batch") for name in report["files"])
     assert all(r["recall"] == 0 and r["f1"] == 0 for r in report["per_class"])
     cm = confusion_matrix(ev, conf=report["conf"])
     assert cm.counts[:3, 3].sum() == sum(len(o) for o in OBJECTS.values()) and cm.counts[:, :3].sum() == 0

@@ -51,6 +51,16 @@ def rates_at_conf(point_precision: np.ndarray, point_scores: np.ndarray, recall_
     return precision, recall, _f1(precision, recall)
 
 
+def overall_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The ``all`` row: instances summed, precision / recall / F1 averaged over classes (the F1
+    the threshold maximises); precision over the classes where it is defined."""
+    p = [r["precision"] for r in rows if not np.isnan(r["precision"])]
+    return {"name": "all", "instances": int(sum(r["instances"] for r in rows)),
+            "precision": float(np.mean(p)) if p else float("nan"),
+            "recall": float(np.mean([r["recall"] for r in rows])) if rows else 0.0,
+            "f1": float(np.mean([r["f1"] for r in rows])) if rows else 0.0}
+
+
 @dataclass
 class ConfidenceCurves:
     """Per-class curves (one row per class with ground truth) and their means.

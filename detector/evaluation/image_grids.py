@@ -23,6 +23,7 @@ HEADER = 22                       # caption strip above each image
 GAP = 6                           # white space between tiles
 FONT, FONT_SCALE, FONT_THICKNESS = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1
 PAD_GREY = 114
+Rect = Tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels
 
 
 def _overlap(a, b) -> float:
@@ -31,7 +32,7 @@ def _overlap(a, b) -> float:
     return float(max(w, 0) * max(h, 0))
 
 
-def label_positions(boxes, sizes: Sequence[Tuple[int, int]], hw: Tuple[int, int]) -> List[Tuple[int, int, int, int]]:
+def label_positions(boxes, sizes: Sequence[Tuple[int, int]], hw: Tuple[int, int]) -> List[Rect]:
     """A rectangle (x1, y1, x2, y2) inside the image for each box's label of ``(w, h)`` pixels.
 
     Tries above the box's top-left corner, inside it, below the bottom-left corner, inside that,
@@ -39,8 +40,9 @@ def label_positions(boxes, sizes: Sequence[Tuple[int, int]], hw: Tuple[int, int]
     the least covered one when none is clear.
     """
     height, width = hw
-    placed: List[Tuple[int, int, int, int]] = []
-    for (x1, y1, x2, y2), (tw, th) in zip(np.asarray(boxes, np.float64).reshape(-1, 4).round().astype(int), sizes):
+    placed: List[Rect] = []
+    corners = np.asarray(boxes, np.float64).reshape(-1, 4).round().astype(int)
+    for (x1, y1, x2, y2), (tw, th) in zip(corners, sizes):
         spots = []
         for x in (x1, x2 - tw):
             spots += [(x, y1 - th), (x, y1), (x, y2), (x, y2 - th)]
@@ -88,12 +90,13 @@ def _pair(evaluator, dataset, index: int, dets, conf: float) -> np.ndarray:
     names = class_names(evaluator)
     img, boxes, classes = dataset.load_image(index)
     labels = cat_to_label(evaluator.label_to_cat_id)
-    kept = [d for d in dets if d["score"] >= conf]
+    kept = sorted((d for d in dets if d["score"] >= conf), key=lambda d: -d["score"])  # best labels first
     xyxy = np.array([d["bbox"] for d in kept], np.float64).reshape(-1, 4)
     xyxy[:, 2:] += xyxy[:, :2]
     det_cls = [labels[int(d["category_id"])] for d in kept]
     stem = Path(str(dataset.records.paths[index])).name
-    left = _tile(img, boxes, classes, [names[int(c)] for c in classes], f"{stem}: ground truth ({len(classes)})")
+    left = _tile(img, boxes, classes, [names[int(c)] for c in classes],
+                 f"{stem}: ground truth ({len(classes)})")
     right = _tile(img, xyxy, det_cls, [f"{names[c]} {d['score']:.2f}" for c, d in zip(det_cls, kept)],
                   f"predictions, conf >= {conf:.3f} ({len(kept)})")
     return np.concatenate([left, np.full((left.shape[0], GAP // 2, 3), 255, np.uint8), right], 1)

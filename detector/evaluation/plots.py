@@ -14,7 +14,7 @@ import numpy as np
 
 from ..drawing import class_color
 from .confusion import ConfusionMatrix
-from .curves import ConfidenceCurves
+from .curves import ConfidenceCurves, overall_row
 
 MAX_LEGEND_CLASSES = 20     # more classes: grey lines, legend for the mean only
 MAX_ANNOTATED_CELLS = 30    # more classes: confusion matrix cells without numbers
@@ -66,18 +66,18 @@ def plot_confidence_curve(curves: ConfidenceCurves, what: str, path, conf: Optio
     mean = curves.mean(what)
     ax.plot(curves.conf, mean, color="black", linewidth=2.5, label="all classes (mean)")
     if conf is not None:
-        value = float(np.interp(conf, curves.conf, np.nan_to_num(mean)))
-        ax.axvline(conf, color="red", linestyle="--", linewidth=1)
-        ax.plot([conf], [value], "o", color="red",
-                label=f"conf {conf:.3f}: {CURVE_LABELS[what]} {value:.3f}")
+        value = overall_row(curves.rows_at(conf))[what]
+        ax.axvline(conf, color="red", linestyle="--", linewidth=1,
+                   label=f"conf {conf:.3f}: {CURVE_LABELS[what]} {value:.3f}")
+        ax.plot([conf], [value], "o", color="red")
     _finish(ax, "Confidence threshold", CURVE_LABELS[what],
             f"{CURVE_LABELS[what]} vs confidence (IoU 0.5)")
     return _save(fig, path)
 
 
-def plot_pr_curve(curves: ConfidenceCurves, path, operating_point=None) -> Path:
+def plot_pr_curve(curves: ConfidenceCurves, path, conf: Optional[float] = None) -> Path:
     """Precision against recall at IoU 0.5 per class (legend: AP50) and the mean, whose area is
-    the mAP50; ``operating_point`` = (recall, precision) of the mean at the threshold in use."""
+    the mAP50; the mean recall and precision at ``conf`` (the threshold in use) are marked."""
     fig = _figure()
     ax = fig.add_subplot()
     _class_lines(ax, curves, curves.recall_points, curves.pr_precision,
@@ -85,9 +85,10 @@ def plot_pr_curve(curves: ConfidenceCurves, path, operating_point=None) -> Path:
     mean = curves.mean("pr_precision")
     ax.plot(curves.recall_points, mean, color="black", linewidth=2.5,
             label=f"all classes mAP@0.5 {float(np.mean(mean)) if len(curves.classes) else 0:.3f}")
-    if operating_point is not None:
-        ax.plot([operating_point[0]], [operating_point[1]], "o", color="red",
-                label=f"threshold in use: R {operating_point[0]:.3f}, P {operating_point[1]:.3f}")
+    if conf is not None:
+        at = overall_row(curves.rows_at(conf))
+        ax.plot([at["recall"]], [at["precision"]], "o", color="red",
+                label=f"conf {conf:.3f}: R {at['recall']:.3f}, P {at['precision']:.3f}")
     _finish(ax, "Recall", "Precision", "Precision-recall curve (IoU 0.5)")
     return _save(fig, path)
 
@@ -96,16 +97,15 @@ def plot_confusion(cm: ConfusionMatrix, path, normalized: bool = False) -> Path:
     """The matrix as a heat map: true class down, predicted across, background last."""
     values = cm.normalized() if normalized else cm.counts
     n = len(cm.names)
-    side = min(max(5.0, 0.45 * n + 2.5), 30.0)
-    fig = _figure((side + 1.2, side))
+    side = min(max(5.0, 0.45 * n + 2.5), 20.0)
+    fig = _figure((side + 2.5, side + 0.5))
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalized else max(1, values.max()))
     fig.colorbar(image, ax=ax, shrink=0.8)
-    ticks = np.arange(n)
-    labels = cm.names if n <= 2 * MAX_ANNOTATED_CELLS else [""] * n
-    ax.set_xticks(ticks, labels, rotation=90 if n > 6 else 45, ha="center" if n > 6 else "right",
-                  fontsize="small")
-    ax.set_yticks(ticks, labels, fontsize="small")
+    ticks, size = np.arange(n), "small" if n <= MAX_ANNOTATED_CELLS else "x-small"
+    ax.set_xticks(ticks, cm.names, rotation=90 if n > 6 else 45, ha="center" if n > 6 else "right",
+                  fontsize=size)
+    ax.set_yticks(ticks, cm.names, fontsize=size)
     if n <= MAX_ANNOTATED_CELLS:
         top = values.max() if values.size else 0
         for (i, j), v in np.ndenumerate(values):
@@ -115,6 +115,7 @@ def plot_confusion(cm: ConfusionMatrix, path, normalized: bool = False) -> Path:
                         color="white" if v > 0.5 * top else "black")
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
-    what = "row-normalised (fraction of each true class)" if normalized else "counts"
-    ax.set_title(f"Confusion matrix, {what}\nconf >= {cm.conf:.3f}, IoU >= {cm.iou:.2f}")
+    what = "normalised: each true row sums to 1" if normalized else "counts"
+    ax.set_title(f"Confusion matrix ({what})\nconf >= {cm.conf:.3f}, IoU >= {cm.iou:.2f}",
+                 fontsize="medium")
     return _save(fig, path)

@@ -16,26 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
 from .coco_evaluator import _fmt
 from .confusion import confusion_matrix
-from .curves import confidence_curves
+from .curves import confidence_curves, overall_row
 from .image_grids import write_image_grids
 from .plots import plot_confidence_curve, plot_confusion, plot_pr_curve
 
 DEFAULT_CONF = 0.25   # when nothing is detected correctly there is no F1 maximum: the Predictor's default
 CURVE_FILES = {"precision": "P_curve.png", "recall": "R_curve.png", "f1": "F1_curve.png"}
-
-
-def overall_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The ``all`` row: instances summed, precision / recall / F1 averaged over classes (the F1
-    the threshold maximises); precision over the classes where it is defined."""
-    p = [r["precision"] for r in rows if not np.isnan(r["precision"])]
-    return {"name": "all", "instances": int(sum(r["instances"] for r in rows)),
-            "precision": float(np.mean(p)) if p else float("nan"),
-            "recall": float(np.mean([r["recall"] for r in rows])) if rows else 0.0,
-            "f1": float(np.mean([r["f1"] for r in rows])) if rows else 0.0}
 
 
 def choose_conf(curves, conf: Optional[float]) -> tuple:
@@ -52,8 +40,9 @@ def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None,
                       grids: int = 2) -> Dict[str, Any]:
     """Write every figure of the evaluation into ``out_dir``; the evaluator must be summarized.
 
-    ``conf``: the threshold for the table, the confusion matrix and the image grids (None = the
-    F1-optimal one); ``iou``: the confusion matrix's matching IoU; ``grids``: how many image grids.
+    ``dataset``: the scored split, for the image grids (None: no grids). ``conf``: the threshold
+    for the table, the confusion matrix and the image grids (None = the F1-optimal one); ``iou``:
+    the confusion matrix's matching IoU; ``grids``: how many image grids (6 images each).
 
     Returns ``conf`` (in use) and ``conf_source`` (``user``, ``f1`` or ``default`` when nothing
     is detected correctly), ``best_conf`` / ``best_f1`` (the F1 optimum, None / 0 without one: the
@@ -69,15 +58,15 @@ def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None,
     overall = overall_row(rows)
     files = {name: plot_confidence_curve(curves, what, out_dir / name, used)
              for what, name in CURVE_FILES.items()}
-    files["PR_curve.png"] = plot_pr_curve(curves, out_dir / "PR_curve.png",
-                                          (overall["recall"], np.nan_to_num(overall["precision"])))
+    files["PR_curve.png"] = plot_pr_curve(curves, out_dir / "PR_curve.png", used)
     cm = confusion_matrix(evaluator, used, iou)
     files["confusion_matrix.csv"] = cm.write_csv(out_dir / "confusion_matrix.csv")
     files["confusion_matrix.png"] = plot_confusion(cm, out_dir / "confusion_matrix.png")
     files["confusion_matrix_normalized.png"] = plot_confusion(
         cm, out_dir / "confusion_matrix_normalized.png", normalized=True)
-    for path in write_image_grids(evaluator, dataset, out_dir, used, grids=grids):
-        files[path.name] = path
+    if dataset is not None:
+        for path in write_image_grids(evaluator, dataset, out_dir, used, grids=grids):
+            files[path.name] = path
     return {"conf": used, "conf_source": source, "best_conf": best_conf, "best_f1": best_f1,
             "iou": float(iou), "per_class": rows, "overall": overall, "files": files}
 
@@ -88,7 +77,8 @@ def describe_conf(report: Dict[str, Any]) -> str:
     if report["conf_source"] == "user":
         return f"confidence threshold {conf:.3f} (given)"
     if report["conf_source"] == "f1":
-        return f"confidence threshold {conf:.3f} (maximises the mean F1 over classes: {report['best_f1']:.3f})"
+        return (f"confidence threshold {conf:.3f} (maximises the mean F1 over classes: "
+                f"{report['best_f1']:.3f})")
     return f"confidence threshold {conf:.3f} (default: no detection is correct, F1 has no maximum)"
 
 
