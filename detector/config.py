@@ -94,14 +94,49 @@ def load_yaml(path: Union[str, os.PathLike]) -> dict:
     return data
 
 
+BASE_KEY = "base"
+
+
 def load_config(cfg: PathOrDict, overrides: Iterable[str] = ()) -> dict:
-    """Read a config (YAML path or dict, deep-copied) and apply ``key.sub=value`` overrides."""
+    """Read a config (YAML path or dict, deep-copied) and apply ``key.sub=value`` overrides.
+
+    A YAML file may start from another one: ``base: csppelee_efm_sam`` (a name, or a path
+    relative to the file) loads that config and lays this file's sections over it, mappings
+    merged key by key and anything else replaced, so a recipe states only what it changes.
+    """
     if isinstance(cfg, Mapping):
         data = copy.deepcopy(dict(cfg))
     else:
-        data = load_yaml(cfg)
-        data.setdefault("_source", str(find_config(cfg)))
+        data = _load_with_base(find_config(cfg), seen=())
     return apply_overrides(data, overrides)
+
+
+def _load_with_base(path: Path, seen: tuple) -> dict:
+    data = load_yaml(path)
+    data.setdefault("_source", str(path))
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: '{BASE_KEY}' names a config file, got {base!r}")
+    beside = path.parent / base
+    base_path = beside if beside.is_file() else find_config(base)
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: '{BASE_KEY}: {base}' loops back to a config already being read")
+    merged = merge_config(_load_with_base(base_path, seen + (path.resolve(),)), data)
+    merged["_source"] = str(path)
+    return merged
+
+
+def merge_config(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
+    """``over`` laid on ``base``: mappings merged recursively, other values replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_overrides(cfg: dict, overrides: Union[Iterable[str], Mapping[str, Any]], *,

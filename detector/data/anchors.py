@@ -83,7 +83,7 @@ def sizes_from_data_config(data: str, img_size: int) -> np.ndarray:
     return sizes_from_records(build_dataset(data, "train", img_size).records, img_size)
 
 
-def sizes_from_records(records, img_size: int) -> np.ndarray:
+def sizes_from_records(records, img_size: int, progress: bool = True) -> np.ndarray:
     """(w, h) of every box after the letterbox resize to ``img_size``; the image header gives
     the size of normalised (YOLO) boxes, as training sees the image (EXIF applied)."""
     from tqdm import tqdm
@@ -91,7 +91,7 @@ def sizes_from_records(records, img_size: int) -> np.ndarray:
     from .image_io import ImageReadError, image_size
 
     wh = []
-    for rec in tqdm(records, desc="labels"):
+    for rec in tqdm(records, desc="labels", disable=not progress):
         if not len(rec.boxes):
             continue
         hw = rec.hw
@@ -104,6 +104,19 @@ def sizes_from_records(records, img_size: int) -> np.ndarray:
         boxes = rec.boxes * (np.array([hw[1], hw[0], hw[1], hw[0]]) if rec.normalized else 1)
         wh.append((boxes[:, 2:4] - boxes[:, 0:2]) * img_size / max(hw))
     return np.concatenate(wh, 0) if wh else np.zeros((0, 2))
+
+
+def fit_anchors(records, img_size: int, levels: int, per_level: int = 3, seed: int = 0,
+                ratio_thresh: float = 4.0) -> Tuple[list, float, float, int]:
+    """Anchors for a model head from a split's boxes: ``levels`` flat ``[w, h, ...]`` lists of
+    ``per_level`` whole-pixel sizes, smallest first (the finest stride), with the mean best IoU,
+    the share of boxes matched within ``ratio_thresh`` and the number of boxes used."""
+    wh = sizes_from_records(records, img_size, progress=False)
+    anchors = np.round(kmeans_anchors(wh, k=levels * per_level, seed=seed)).clip(1)
+    anchors = anchors[np.argsort(anchors.prod(1), kind="stable")]   # rounding can swap neighbours
+    best_iou, recall = anchor_fitness(wh, anchors, ratio_thresh)
+    groups = np.array_split(anchors.astype(int), levels)
+    return [[int(v) for wh_ in g for v in wh_] for g in groups], best_iou, recall, len(wh)
 
 
 def format_anchors(anchors: np.ndarray, levels: int) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, PathOrDict, to_dict
+from ..models.heads import AUTO_ANCHORS, HeadConfig
 from . import distributed as dist_utils
 from .base_trainer import BaseTrainer, NonFiniteLossError, StopRequested
 from .checkpoint import load_detector_weights
@@ -103,27 +104,32 @@ class Trainer(BaseTrainer):
                                   shuffle=False, seed=tc.seed, distributed=False)
         return dataset, loader
 
-    def _load_initial_weights(self, model) -> None:
-        """``model.backbone_weights`` (ImageNet) then ``weights`` (a detector checkpoint)."""
-        if getattr(model, "backbone_weights", None):
-            from ..models import load_pretrained_backbone
-            load_pretrained_backbone(model.backbone, model.backbone_weights)
-            if dist_utils.is_main_process():
-                LOGGER.info("backbone initialised from %s", model.backbone_weights)
-        if self.cfg.weights:
-            load_detector_weights(model, self.cfg.weights)
-
     # ================================================================== model
     def build_model(self):
         from ..models.builder import build_model
         from ..models.loss import YOLOLoss
-        model = build_model({"model": dict(self.cfg.model, num_classes=len(self.names))})
+        model = build_model({"model": self._with_anchors(dict(self.cfg.model, num_classes=len(self.names)))})
         self.model_config = model.config
         if self.resume_ckpt is None:
             self._load_initial_weights(model)
         self.criterion = YOLOLoss(model)
         self.stride = max(model.strides)
         return model
+
+    def _with_anchors(self, model_cfg: dict) -> dict:
+        """``head.anchors: auto`` -> k-means anchors of the training boxes at the training size
+        (deterministic, so every rank and a resumed run compute the same)."""
+        head = dict(model_cfg.get("head") or {})
+        if head.get("anchors") != AUTO_ANCHORS:
+            return model_cfg
+        from ..data.anchors import fit_anchors
+        levels = len(head.get("strides") or HeadConfig.strides)
+        anchors, best_iou, matched, n = fit_anchors(self.train_set.records, self.cfg.train.img_size, levels)
+        if self.main:
+            LOGGER.info("anchors from the training boxes (k-means, %d boxes at %d px): %s; mean best "
+                        "IoU %.3f, %.1f%% of boxes matched", n, self.cfg.train.img_size, anchors,
+                        best_iou, 100 * matched)
+        return dict(model_cfg, head=dict(head, anchors=anchors))
 
     def _load_initial_weights(self, model) -> None:
         """``model.backbone_weights`` (ImageNet) then ``weights`` (a detector checkpoint)."""

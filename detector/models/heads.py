@@ -35,11 +35,16 @@ DECODES = ("yolov5", "exp")
 MAX_EXP_LOGIT = 10.0  # exp(10) = 22026x the anchor: far past any real box, still finite
 
 
+AUTO_ANCHORS = "auto"
+
+
 @dataclass
 class HeadConfig:
     """YOLO head options (``model.head``).
 
-    anchors: one flat list ``[w1, h1, w2, h2, ...]`` per level, in input pixels, finest first.
+    anchors: one flat list ``[w1, h1, w2, h2, ...]`` per level, in input pixels, finest first;
+        ``auto`` = k-means on the training boxes at the training size, resolved by the trainer
+        (the checkpoint stores the numbers).
     strides: output strides, one per level (must match the anchors).
     width: channels of each level's 3x3 conv (int or one per level); 0 = no 3x3 conv.
     scale_xy: grid-sensitivity factor of the centre decoding, a number or one per level
@@ -57,6 +62,10 @@ class HeadConfig:
     act: Any = field(default_factory=lambda: {"name": "leaky_relu", "negative_slope": 0.1})
 
     def __post_init__(self):
+        if self.anchors == AUTO_ANCHORS:
+            raise ConfigError("model.head.anchors 'auto' is computed from the training data when "
+                              "training starts; to build this model outside training give the "
+                              "anchors (cspdet anchors --data X prints them)")
         if len(self.anchors) != len(self.strides):
             raise ConfigError(f"model.head: {len(self.anchors)} anchor levels but "
                               f"{len(self.strides)} strides")
