@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except StopRequested as e:
-        print(str(e), file=sys.stderr)
+        print(f"{e}; resume with --resume {e.checkpoint}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM while last.pt was being prepared
         print("interrupted; the last complete checkpoint is the run folder's last.pt", file=sys.stderr)

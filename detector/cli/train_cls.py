@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except StopRequested as e:
-        print(str(e), file=sys.stderr)
+        print(f"{e}; resume with --resume {e.checkpoint}", file=sys.stderr)
         return 130
     if rank == 0:
         m = result["metrics"]

@@ -52,7 +52,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class StopRequested(Exception):
-    """SIGTERM/SIGINT: ``last.pt`` was written at the current batch; resume from it."""
+    """SIGTERM/SIGINT: ``last.pt`` was written at the current batch; resume from it.
+
+    ``checkpoint``: that file, for the caller to name (the CLI words how to resume)."""
+
+    def __init__(self, message: str, checkpoint: Optional[Path] = None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class BaseTrainer:
@@ -83,7 +89,7 @@ class BaseTrainer:
             cfg = self.resume_ckpt["config"]
             self.run_dir_hint = Path(resume).resolve().parent
         elif cfg is None:
-            raise ConfigError("a config (--cfg) or a checkpoint to resume (--resume) is needed")
+            raise ConfigError("a training config or a checkpoint to resume is needed")
         self.cfg = self.parse_config(cfg, overrides)
         self.progress = progress
         self.stop_signal: Optional[int] = None
@@ -327,8 +333,8 @@ class BaseTrainer:
             self.save_last(self.epoch, i + 1)
             if self.bar is not None:
                 self.bar.close()
-            raise StopRequested(f"stopped by signal at epoch {self.epoch + 1}, batch {i + 1}; "
-                                f"resume with --resume {self.run_dir / 'last.pt'}")
+            raise StopRequested(f"stopped by signal at epoch {self.epoch + 1}, batch {i + 1}",
+                                self.run_dir / "last.pt")
         if self.mid_epoch_save_due(i):
             self.save_last(self.epoch, i + 1)
 
