@@ -36,9 +36,9 @@ def test_make_shapes_is_deterministic_and_valid_coco(tmp_path):
 @pytest.mark.parametrize("cls", range(len(CLASSES)))
 def test_shape_box_is_tight_on_its_pixels(cls):
     img = np.zeros((200, 200, 3), np.uint8)
-    pts = shape_points(cls, 100.3, 97.6, 80, 1.1 if cls else 1.0, 13.0)
+    pts = shape_points(CLASSES[cls], 100.3, 97.6, 80, 1.1 if cls else 1.0, 13.0)
     x1, y1, x2, y2 = _bbox(pts, 200, 200)
-    draw_shape(img, cls, pts, (255, 255, 255))
+    draw_shape(img, pts, (255, 255, 255))
     ys, xs = np.nonzero(img.max(-1) > 127)  # pixels at least half covered
     # pixel i covers [i, i + 1]
     assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..common import build_once
 from ..data.config import default_cache_root
-from ..data.shapes import draw_shape, noisy_background, shape_points  # the detection data's drawing
+from ..data.shapes import draw_shape, hsv_color, noisy_background, shape_points  # the detection data's drawing
 
 
 GENERATOR_VERSION = 2
@@ -86,13 +86,14 @@ def draw_sample(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
     work = max(size, 96)  # draw at >= 96 px so thin strokes and small shapes survive, then resize
     img = noisy_background(rng, work, work)
     color = _random_color(rng)
-    if cls < len(SHAPES):
+    name = CLASSES[cls]
+    if name in SHAPES:
         side = float(rng.uniform(0.5, 0.9)) * work
         cx, cy = (rng.uniform(side / 2, work - side / 2) for _ in range(2))
-        aspect = float(rng.uniform(0.8, 1.25)) if cls != 0 else 1.0
-        draw_shape(img, cls, shape_points(cls, cx, cy, side, aspect, float(rng.uniform(0, 360))), color)
+        aspect = float(rng.uniform(0.8, 1.25)) if name != "circle" else 1.0
+        draw_shape(img, shape_points(name, cx, cy, side, aspect, float(rng.uniform(0, 360))), color)
     else:
-        mask = _texture(rng, TEXTURES[cls - len(SHAPES)], work)
+        mask = _texture(rng, name, work)
         alpha = float(rng.uniform(0.7, 1.0))
         second = np.asarray(_random_color(rng), np.float32) * 0.5
         fg = mask[..., None] * np.asarray(color, np.float32) + (1 - mask[..., None]) * second
@@ -109,9 +110,9 @@ def draw_sample(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
 
 
 def _random_color(rng: np.random.Generator):
+    """Saturated and bright: the class is the shape or pattern, never a faint colour."""
     hue = int(rng.integers(180))
-    hsv = np.uint8([[[hue, int(rng.integers(150, 256)), int(rng.integers(150, 256))]]])
-    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+    return tuple(int(v) for v in hsv_color(hue, int(rng.integers(150, 256)), int(rng.integers(150, 256))))
 
 
 def _texture(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from ..common import build_once
-from .shapes import write_generated_coco
+from .shapes import hsv_color, write_generated_coco
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,7 @@ def ensure_proxy(root, num_train: int, num_val: int, img_size: int, seed: int,
 # ------------------------------------------------------------------------------ drawing
 def _random_color(rng: np.random.Generator) -> np.ndarray:
     """Any hue; saturation down to 0.25 so some objects are nearly as grey as the photos."""
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(64, 255), rng.uniform(70, 255)]]], np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+    return hsv_color(rng.uniform(0, 180), rng.uniform(64, 255), rng.uniform(70, 255))
 
 
 def _photo_crop(rng: np.random.Generator, photos: List[np.ndarray], h: int, w: int) -> np.ndarray:
@@ -203,47 +202,71 @@ def _procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _unit_shape(cls: int) -> Tuple[np.ndarray, bool]:
-    """Outline points of a class in a unit circle, and whether it is drawn as a thick stroke."""
-    if cls == 0:      # circle
-        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        return np.stack([np.cos(t), np.sin(t)], 1), False
-    if cls == 1:      # square
-        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * 0.8, False
-    if cls == 2:      # triangle
-        t = np.array([-90, 30, 150]) * np.pi / 180
-        pts = np.stack([np.cos(t), np.sin(t)], 1)
-        pts[:, 1] += 0.25
-        return pts, False
-    if cls == 3:      # five-pointed star
-        t = (np.arange(10) * 36 - 90) * np.pi / 180
-        rad = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
-        return np.stack([np.cos(t) * rad, np.sin(t) * rad], 1), False
-    if cls == 4:      # cross (plus sign)
-        a, b = 1.0, 0.33
-        return np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
-                         [-b, b], [-a, b], [-a, -b], [-b, -b]], np.float64), False
-    if cls == 5:      # ring: a circle stroke (drawn with a thickness)
-        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        return np.stack([np.cos(t), np.sin(t)], 1) * 0.85, True
-    if cls == 6:      # hexagon
-        t = (np.arange(6) * 60) * np.pi / 180
-        return np.stack([np.cos(t), np.sin(t)], 1), False
-    if cls == 7:      # diamond: a tall rhombus (not a rotated square: width 0.6 of height)
-        return np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]], np.float64), False
-    if cls == 8:      # crescent: a disc minus a shifted disc
-        d = 0.55
-        yi = math.sqrt(1 - d * d / 4)
-        a0 = math.atan2(yi, d / 2)
-        outer = np.linspace(a0, 2 * np.pi - a0, 32)
-        p_outer = np.stack([np.cos(outer), np.sin(outer)], 1)
-        b0, b1 = math.atan2(-yi, -d / 2) + 2 * np.pi, math.atan2(yi, -d / 2)
-        inner = np.linspace(b0, b1, 24)[1:-1]
-        p_inner = np.stack([np.cos(inner) + d, np.sin(inner)], 1)
-        return np.concatenate([p_outer, p_inner]), False
-    # arrow pointing right
+def _circle():
+    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    return np.stack([np.cos(t), np.sin(t)], 1), False
+
+
+def _square():
+    return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * 0.8, False
+
+
+def _triangle():
+    t = np.array([-90, 30, 150]) * np.pi / 180
+    pts = np.stack([np.cos(t), np.sin(t)], 1)
+    pts[:, 1] += 0.25
+    return pts, False
+
+
+def _star():         # five-pointed
+    t = (np.arange(10) * 36 - 90) * np.pi / 180
+    rad = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    return np.stack([np.cos(t) * rad, np.sin(t) * rad], 1), False
+
+
+def _cross():        # plus sign
+    a, b = 1.0, 0.33
+    return np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
+                     [-b, b], [-a, b], [-a, -b], [-b, -b]], np.float64), False
+
+
+def _ring():         # a circle stroke (drawn with a thickness)
+    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    return np.stack([np.cos(t), np.sin(t)], 1) * 0.85, True
+
+
+def _hexagon():
+    t = (np.arange(6) * 60) * np.pi / 180
+    return np.stack([np.cos(t), np.sin(t)], 1), False
+
+
+def _diamond():      # a tall rhombus (not a rotated square: width 0.6 of height)
+    return np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]], np.float64), False
+
+
+def _crescent():     # a disc minus a shifted disc
+    d = 0.55
+    yi = math.sqrt(1 - d * d / 4)
+    a0 = math.atan2(yi, d / 2)
+    outer = np.linspace(a0, 2 * np.pi - a0, 32)
+    p_outer = np.stack([np.cos(outer), np.sin(outer)], 1)
+    b0, b1 = math.atan2(-yi, -d / 2) + 2 * np.pi, math.atan2(yi, -d / 2)
+    inner = np.linspace(b0, b1, 24)[1:-1]
+    p_inner = np.stack([np.cos(inner) + d, np.sin(inner)], 1)
+    return np.concatenate([p_outer, p_inner]), False
+
+
+def _arrow():        # pointing right
     return np.array([[-1, -0.25], [0.2, -0.25], [0.2, -0.6], [1, 0], [0.2, 0.6], [0.2, 0.25],
                      [-1, 0.25]], np.float64), False
+
+
+# class name -> outline in a unit circle, and whether it is drawn as a thick stroke
+UNIT_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star,
+               "cross": _cross, "ring": _ring, "hexagon": _hexagon, "diamond": _diamond,
+               "crescent": _crescent, "arrow": _arrow}
+ROUND = ("circle", "ring")       # no aspect jitter: a stretched circle would be an ellipse
+TURNED = ("arrow",)              # any of four directions, so the class is not the direction
 
 
 def _place(pts: np.ndarray, cx: float, cy: float, size: float, aspect: float, angle: float) -> np.ndarray:
@@ -276,6 +299,8 @@ def draw_image(rng: np.random.Generator, img_size: int, photos: List[np.ndarray]
                return_ids: bool = False):
     """One image (RGB uint8) and its labelled objects ``[(class, (x1, y1, x2, y2)), ...]``.
 
+    In steps, drawing in this order (the random stream, and so every generated set, depends
+    on it): background, clutter, objects, occluders, labels from the visible pixels, camera.
     ``return_ids`` also returns the map of which object owns each pixel (1-based drawing
     order, 0 = background or occluder) and the drawn objects ``[(id, class, full area)]``.
     """
@@ -283,7 +308,20 @@ def draw_image(rng: np.random.Generator, img_size: int, photos: List[np.ndarray]
     w = img_size
     img = _texture(rng, photos, h, w).astype(np.float32)
     ids = np.zeros((h, w), np.int16)  # which object owns each pixel (0 = none)
-    # unlabelled clutter first: strokes and arcs (no closed blobs: they would pass for objects)
+    _draw_clutter(rng, img)
+    lo, hi = math.log(SIZE_RANGE[0] * img_size), math.log(SIZE_RANGE[1] * img_size)
+    drawn = _draw_objects(rng, img, ids, photos, img_size, lo, hi)
+    _draw_occluders(rng, img, ids, photos, lo, hi)
+    objects = _visible_labels(ids, drawn)
+    img = _camera(rng, img)
+    if return_ids:
+        return img, objects, ids, drawn
+    return img, objects
+
+
+def _draw_clutter(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Unlabelled strokes and arcs (no closed blobs: they would pass for objects)."""
+    h, w = img.shape[:2]
     for _ in range(int(rng.integers(0, 8))):
         col = tuple(float(v) for v in (_random_color(rng) if rng.random() < 0.5 else rng.uniform(0, 255, 3)))
         p1 = (int(rng.integers(w)), int(rng.integers(h)))
@@ -295,13 +333,17 @@ def draw_image(rng: np.random.Generator, img_size: int, photos: List[np.ndarray]
             start = float(rng.uniform(0, 360))
             cv2.ellipse(img, p1, axes, float(rng.uniform(0, 180)), start, start + rng.uniform(60, 200),
                         col, int(rng.integers(1, 4)), cv2.LINE_AA)
-    # objects, clustered around a few centres in half of the images
+
+
+def _draw_objects(rng, img, ids, photos, img_size, lo, hi) -> List[Tuple[int, int, int]]:
+    """The labelled objects, clustered around a few centres in half of the images; returns
+    ``[(id, class, full area)]`` (later objects cover earlier ones in ``ids``)."""
+    h, w = img.shape[:2]
     n_obj = int(rng.integers(OBJECTS_RANGE[0], OBJECTS_RANGE[1] + 1))
     centres = None
     if rng.random() < 0.5:
         centres = rng.uniform(0.2, 0.8, (int(rng.integers(1, 4)), 2)) * np.array([w, h])
-    lo, hi = math.log(SIZE_RANGE[0] * img_size), math.log(SIZE_RANGE[1] * img_size)
-    drawn = []  # (id, class, full area)
+    drawn = []
     for k in range(n_obj):
         size = float(np.exp(rng.uniform(lo, hi)))
         if centres is not None:
@@ -312,34 +354,45 @@ def draw_image(rng: np.random.Generator, img_size: int, photos: List[np.ndarray]
         cx = float(np.clip(cx, size / 2, w - size / 2))
         cy = float(np.clip(cy, size / 2, h - size / 2))
         cls = int(rng.integers(len(CLASSES)))
-        unit, stroke = _unit_shape(cls)
-        angle = float(rng.uniform(-30, 30)) + (90.0 * int(rng.integers(4)) if cls == 9 else 0.0)
-        aspect = 1.0 if cls in (0, 5) else float(rng.uniform(0.8, 1.25))
-        pts = _place(unit, cx, cy, size, aspect, angle)
-        thick = max(2, int(round(size * 0.14))) if stroke else 0
-        pad = thick + 2
-        x0, y0 = max(0, int(pts[:, 0].min()) - pad), max(0, int(pts[:, 1].min()) - pad)
-        x1, y1 = min(w, int(pts[:, 0].max()) + pad + 1), min(h, int(pts[:, 1].max()) + pad + 1)
-        if x1 - x0 < 3 or y1 - y0 < 3:
-            continue
-        mask = _render_mask((y1 - y0, x1 - x0), pts - np.array([x0, y0]), thick)
-        inside = mask > 127
-        area = int(inside.sum())
-        if area < 6:
-            continue
-        colour = _random_color(rng)
-        t = rng.uniform(0.0, 0.55)  # how much photo texture shows through the colour
-        fill = colour * (1 - t) + t * _texture(rng, photos, y1 - y0, x1 - x0).astype(np.float32)
-        fill *= rng.uniform(0.75, 1.15, (1, 1, 1))
-        _blend(img, mask, fill, x0, y0)
-        if rng.random() < 0.5:  # a darker outline on half of the objects
-            poly = np.round(pts * 16).astype(np.int32).reshape(-1, 1, 2)
-            if not stroke:
-                cv2.polylines(img, [poly], True, tuple(float(v) * 0.5 for v in colour), 1,
-                              cv2.LINE_AA, shift=4)
-        ids[y0:y1, x0:x1][inside] = k + 1
-        drawn.append((k + 1, cls, area))
-    # unlabelled occluders: photo (or procedural) patches over some of the objects
+        area = _draw_object(rng, img, ids, photos, CLASSES[cls], k + 1, cx, cy, size)
+        if area:
+            drawn.append((k + 1, cls, area))
+    return drawn
+
+
+def _draw_object(rng, img, ids, photos, name: str, obj_id: int, cx, cy, size) -> int:
+    """One object of class ``name``; returns its full area in pixels (0 = too small, skipped)."""
+    h, w = img.shape[:2]
+    unit, stroke = UNIT_SHAPES[name]()
+    angle = float(rng.uniform(-30, 30)) + (90.0 * int(rng.integers(4)) if name in TURNED else 0.0)
+    aspect = 1.0 if name in ROUND else float(rng.uniform(0.8, 1.25))
+    pts = _place(unit, cx, cy, size, aspect, angle)
+    thick = max(2, int(round(size * 0.14))) if stroke else 0
+    pad = thick + 2
+    x0, y0 = max(0, int(pts[:, 0].min()) - pad), max(0, int(pts[:, 1].min()) - pad)
+    x1, y1 = min(w, int(pts[:, 0].max()) + pad + 1), min(h, int(pts[:, 1].max()) + pad + 1)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return 0
+    mask = _render_mask((y1 - y0, x1 - x0), pts - np.array([x0, y0]), thick)
+    inside = mask > 127
+    area = int(inside.sum())
+    if area < 6:
+        return 0
+    colour = _random_color(rng)
+    t = rng.uniform(0.0, 0.55)  # how much photo texture shows through the colour
+    fill = colour * (1 - t) + t * _texture(rng, photos, y1 - y0, x1 - x0).astype(np.float32)
+    fill *= rng.uniform(0.75, 1.15, (1, 1, 1))
+    _blend(img, mask, fill, x0, y0)
+    if rng.random() < 0.5 and not stroke:  # a darker outline on half of the filled objects
+        poly = np.round(pts * 16).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(img, [poly], True, tuple(float(v) * 0.5 for v in colour), 1, cv2.LINE_AA, shift=4)
+    ids[y0:y1, x0:x1][inside] = obj_id
+    return area
+
+
+def _draw_occluders(rng, img, ids, photos, lo, hi) -> None:
+    """Unlabelled photo (or procedural) patches over some of the objects."""
+    h, w = img.shape[:2]
     for _ in range(int(rng.integers(0, 4))):
         size = float(np.exp(rng.uniform(lo, hi)))
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
@@ -353,7 +406,10 @@ def draw_image(rng: np.random.Generator, img_size: int, photos: List[np.ndarray]
         mask = _render_mask((y1 - y0, x1 - x0), pts - np.array([x0, y0]), 0)
         _blend(img, mask, _texture(rng, photos, y1 - y0, x1 - x0).astype(np.float32), x0, y0)
         ids[y0:y1, x0:x1][mask > 127] = 0
-    # labels from the visible pixels
+
+
+def _visible_labels(ids: np.ndarray, drawn) -> list:
+    """Boxes of the objects' visible pixels; mostly hidden objects are not labelled."""
     objects = []
     for obj_id, cls, area in drawn:
         ys, xs = np.nonzero(ids == obj_id)
@@ -363,12 +419,13 @@ def draw_image(rng: np.random.Generator, img_size: int, photos: List[np.ndarray]
         if bx2 - bx1 < 3 or by2 - by1 < 3:
             continue
         objects.append((cls, (float(bx1), float(by1), float(bx2), float(by2))))
-    # camera: a little blur on some images, brightness / contrast jitter, sensor noise
+    return objects
+
+
+def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A little blur on some images, brightness / contrast jitter, sensor noise."""
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.0))
     img = (img - 128) * rng.uniform(0.8, 1.2) + 128 + rng.uniform(-20, 20)
     img += rng.normal(0, rng.uniform(2, 8), img.shape).astype(np.float32)
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    if return_ids:
-        return img, objects, ids, drawn
-    return img, objects
+    return np.clip(img, 0, 255).astype(np.uint8)

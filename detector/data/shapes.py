@@ -102,8 +102,8 @@ def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, Lis
             cx, cy = rng.uniform(size / 2, w - size / 2), rng.uniform(size / 2, h - size / 2)
             cls = int(rng.integers(len(CLASSES)))
             angle = float(rng.uniform(-20, 20))
-            aspect = float(rng.uniform(0.8, 1.25)) if cls != 0 else 1.0
-            pts = shape_points(cls, cx, cy, size, aspect, angle)
+            aspect = float(rng.uniform(0.8, 1.25)) if CLASSES[cls] != "circle" else 1.0
+            pts = shape_points(CLASSES[cls], cx, cy, size, aspect, angle)
             box = _bbox(pts, w, h)
             if box is not None and _placement_ok(box, boxes):
                 break
@@ -111,7 +111,7 @@ def draw_image(rng: np.random.Generator, img_size: int) -> Tuple[np.ndarray, Lis
             continue
         color = _COLORS[int(rng.integers(len(_COLORS)))] * rng.uniform(0.8, 1.0)
         color = tuple(int(c) for c in np.clip(color + rng.normal(0, 10, 3), 0, 255))
-        draw_shape(img, cls, pts, color)
+        draw_shape(img, pts, color)
         boxes.append(box)
         objects.append((cls, box))
     noise = rng.normal(0, rng.uniform(3, 10), img.shape)
@@ -139,25 +139,48 @@ def noisy_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def shape_points(cls: int, cx: float, cy: float, size: float, aspect: float, angle: float):
-    r = size / 2
-    if cls == 0:      # circle: a polygon with many vertices
-        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
-        pts = np.stack([np.cos(t), np.sin(t)], 1) * r
-    elif cls == 1:    # square
-        pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * r * 0.85
-    elif cls == 2:    # triangle
-        t = np.array([-90, 30, 150]) * np.pi / 180
-        pts = np.stack([np.cos(t), np.sin(t)], 1) * r
-        pts[:, 1] += r * 0.25
-    elif cls == 3:    # five-pointed star
-        t = (np.arange(10) * 36 - 90) * np.pi / 180
-        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
-        pts = np.stack([np.cos(t) * rad, np.sin(t) * rad], 1)
-    else:             # cross (plus sign)
-        a, b = r, r * 0.33
-        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
-                        [-b, b], [-a, b], [-a, -b], [-b, -b]], np.float64)
+def hsv_color(hue: float, saturation: float, value: float) -> np.ndarray:
+    """RGB (float32) of an OpenCV HSV colour (hue 0-180, saturation and value 0-255): the one
+    colour conversion the generated datasets share; each draws its own ranges."""
+    hsv = np.array([[[hue, saturation, value]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _circle(r):      # a polygon with many vertices
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    return np.stack([np.cos(t), np.sin(t)], 1) * r
+
+
+def _square(r):
+    return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * r * 0.85
+
+
+def _triangle(r):
+    t = np.array([-90, 30, 150]) * np.pi / 180
+    pts = np.stack([np.cos(t), np.sin(t)], 1) * r
+    pts[:, 1] += r * 0.25
+    return pts
+
+
+def _star(r):        # five-pointed
+    t = (np.arange(10) * 36 - 90) * np.pi / 180
+    rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+    return np.stack([np.cos(t) * rad, np.sin(t) * rad], 1)
+
+
+def _cross(r):       # plus sign
+    a, b = r, r * 0.33
+    return np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
+                     [-b, b], [-a, b], [-a, -b], [-b, -b]], np.float64)
+
+
+OUTLINES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "cross": _cross}
+
+
+def shape_points(name: str, cx: float, cy: float, size: float, aspect: float, angle: float):
+    """Outline of shape ``name`` (one of CLASSES) of ``size`` px, stretched by ``aspect``,
+    rotated by ``angle`` degrees and centred at (cx, cy)."""
+    pts = OUTLINES[name](size / 2)
     pts = pts * np.array([aspect, 1.0 / aspect])
     c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     pts = pts @ np.array([[c, s], [-s, c]])
@@ -188,7 +211,8 @@ def _placement_ok(box, boxes) -> bool:
     return True
 
 
-def draw_shape(img: np.ndarray, cls: int, pts: np.ndarray, color) -> None:
+def draw_shape(img: np.ndarray, pts: np.ndarray, color) -> None:
+    """A filled anti-aliased polygon with a darker 1 px edge, in place."""
     poly = np.round(pts * 16).astype(np.int32).reshape(-1, 1, 2)
     cv2.fillPoly(img, [poly], color, lineType=cv2.LINE_AA, shift=4)
     edge = tuple(int(c * 0.6) for c in color)
