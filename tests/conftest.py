@@ -20,6 +20,7 @@ from rect_datasets import make_rect_coco, rect_image
 REPO = Path(__file__).resolve().parents[1]
 DATA_CONFIGS = REPO / "configs" / "data"
 COCO128 = REPO.parent / "shared" / "data" / "coco128"  # shared read-only data, beside the repo
+BCCD = REPO.parent / "shared" / "data" / "bccd"  # real photos, Pascal VOC layout
 
 
 def need_coco128():
@@ -96,6 +97,28 @@ def tiny_config(tiny_data, save_dir, **train):
     return {"model": TINY_MODEL, "data": tiny_data, "train": t,
             "eval": {"img_size": 64, "conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100,
                      "interval": 1}}
+
+
+@pytest.fixture(scope="session")
+def tiny_bccd(tmp_path_factory):
+    """A few shared BCCD photos in the VOCdevkit layout (6 train / 3 val / 3 test, symlinked):
+    a data config mapping with a test split, 3 classes. Skips when BCCD is not on this machine."""
+    if not BCCD.is_dir():
+        pytest.skip(f"shared test data not found at {BCCD}")
+    root = tmp_path_factory.mktemp("bccd")
+    lists = root / "ImageSets" / "Main"
+    lists.mkdir(parents=True)
+    splits = {}
+    for split, count in (("train", 6), ("val", 3), ("test", 3)):
+        ids = (BCCD / "ImageSets" / "Main" / f"{split}.txt").read_text().split()[:count]
+        (lists / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        splits[split] = f"ImageSets/Main/{split}.txt"
+    for folder, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".xml")):
+        (root / folder).mkdir()
+        for ids_file in lists.iterdir():
+            for i in ids_file.read_text().split():
+                (root / folder / f"{i}{suffix}").symlink_to(BCCD / folder / f"{i}{suffix}")
+    return {"format": "voc", "root": str(root), **splits, "names": ["RBC", "WBC", "Platelets"]}
 
 
 # ------------------------------------------------------------------------------ bad data

@@ -12,17 +12,19 @@ from detector.config import ConfigError, apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["variant", "params (M)", "GFLOPs", "ORT ms", "peak act. (MB)", "FPN peak (MB)",
-           "FPN out (MB)", "FPN vs first", "AP", "AP50", "AP75", "AP per seed", "train s / run"]
+           "FPN out (MB)", "FPN vs first", "AP", "AP50", "AP75", "AP per seed", "AP spread", "ΔAP vs ref",
+           "ΔAP50 vs ref", "separates (AP / AP50)", "train s / run"]
+TINY_BUDGET = {"train.epochs": 1, "train.batch_size": 4, "train.img_size": 64, "train.workers": 1,
+               "train.plots": False, "train.tensorboard": False, "train.warmup_min_iters": 1,
+               "train.close_mosaic": 0, "eval.img_size": 64, "eval.interval": 0, "eval.max_det": 30}
 
 
 def _tiny_sets(tmp_path, variants):
     """The real ablations file with a tiny budget (one step a run) and the given variants."""
     sets = yaml.safe_load((REPO / "configs" / "ablations" / "paper.yaml").read_text())
     sets["budgets"]["tiny"] = {"seeds": [0, 1], "set": {
-        "data.generate.num_train": 4, "data.generate.num_val": 2, "data.generate.img_size": 64,
-        "train.epochs": 1, "train.batch_size": 4, "train.img_size": 64, "train.workers": 1,
-        "train.plots": False, "train.tensorboard": False, "train.warmup_min_iters": 1,
-        "train.close_mosaic": 0, "eval.img_size": 64, "eval.interval": 0, "eval.max_det": 30}}
+        "data.generate.num_train": 4, "data.generate.num_val": 2, "data.generate.img_size": 64, **TINY_BUDGET}}
+    sets["budgets"]["tiny-photos"] = {"seeds": [0, 1], "set": TINY_BUDGET}  # data: --data
     sets["sets"]["tiny"] = {"title": "tiny", "variants": variants}
     path = tmp_path / "ablations.yaml"
     path.write_text(yaml.safe_dump(sets))
@@ -50,10 +52,14 @@ def test_a_tiny_set_writes_the_table_with_every_column(tmp_path, monkeypatch):
         assert len(cells) == len(COLUMNS)
         assert all(c not in ("", "-") for c in cells), cells
         assert "±" in cells[8] and len(cells[11].split(",")) == 2  # two seeds
+        assert "-" in cells[12]  # AP spread: min-max over the seeds
         assert float(cells[3]) > 0  # ORT ms
     # Maxout halves the fused maps: the pyramid without it is larger
     assert float(rows["maxout off"][6]) > float(rows["maxout on"][6])
     assert rows["maxout on"][7] == "1.00x"
+    assert rows["maxout on"][13:16] == ["ref", "ref", "ref"]
+    assert rows["maxout off"][13][0] in "+-" and rows["maxout off"][15] in {f"{a} / {b}" for a in ("yes", "no")
+                                                                            for b in ("yes", "no")}
     assert "failed" in rows["typo"][1] and "maxuot" in rows["typo"][1]
     assert "saved by `maxout on`" in text and "Budget `tiny`" in text and "torch" in text
     # every run used the same data and seeds 0 and 1, each in its own folder
@@ -107,3 +113,56 @@ def test_dotted_keys_of_the_file_and_clear_errors(capsys):
     assert "unknown set" in capsys.readouterr().err
     assert ablate.main(["maxout", "--variants", "nope"]) == 2
     assert ablate.main(["--list"]) == 0
+
+
+def test_separates_compares_the_difference_with_the_seed_spread():
+    from detector.ablation.table import delta, separates, spread
+
+    assert separates([0.30, 0.32], [0.20, 0.25]) == "yes"      # every seed above every seed
+    assert separates([0.30, 0.32], [0.20, 0.31]) == "no"       # the ranges overlap
+    assert separates([0.10, 0.12], [0.20, 0.25]) == "yes"      # below counts too
+    assert separates([0.30], [0.20, 0.25]) == "n/a"            # one seed: no spread to compare
+    assert delta([0.30, 0.32], [0.20, 0.24]) == "+0.0900" and spread([0.3, 0.1, 0.2]) == "0.1000-0.3000"
+
+
+def test_real_photo_budgets_train_the_required_sets_on_bccd(tmp_path):
+    """``--budget bccd`` (CPU) and ``bccd-gpu`` train on configs/data/bccd.yaml; ``csp`` (also
+    called ``backbone``) is the flagship against its plain twin."""
+    from detector.ablation import pick_set
+
+    sets = load_sets()
+    assert pick_set(sets, "backbone") is pick_set(sets, "csp")
+    csp = {v.name: run_config(sets, v, sets["budgets"]["bccd"], 0, [], tmp_path, "r")
+           for v in pick_set(sets, "csp").variants}
+    assert csp["CSP"]["model"]["backbone"]["name"] != csp["plain"]["model"]["backbone"]["name"]
+    for budget in ("bccd", "bccd-gpu"):
+        b = sets["budgets"][budget]
+        assert len(b["seeds"]) >= 2
+        for name in ("backbone", "neck", "refine", "maxout", "gamma"):
+            for v in pick_set(sets, name).variants:
+                cfg = run_config(sets, v, b, 0, [], tmp_path, "r")
+                assert cfg["data"]["format"] == "voc" and cfg["data"]["_source"].endswith("bccd.yaml")
+                assert "test" in cfg["data"] and cfg["train"]["img_size"] == b["set"]["train.img_size"]
+
+
+@pytest.mark.slow
+def test_csp_set_on_real_photos_gives_mean_spread_and_separates(tmp_path, monkeypatch, tiny_bccd):
+    """The paper's named comparison on a few BCCD photos (1 epoch, 64 px, 2 seeds), through the
+    ``backbone`` alias and ``--data``: every variant's AP spread, its difference to the
+    reference and whether it separates."""
+    monkeypatch.setenv("CSPDET_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "photos.yaml"
+    data.write_text(yaml.safe_dump(tiny_bccd))
+    out = tmp_path / "table.md"
+    rc = ablate.main(["backbone", "--sets-file", str(_tiny_sets(tmp_path, [{"name": "x"}])),
+                      "--budget", "tiny-photos", "--data", str(data), "--save-dir", str(tmp_path / "runs"),
+                      "--output", str(out), "--ort-iters", "2", "--no-progress"])
+    assert rc == 0
+    text = out.read_text()
+    assert f"data={data}" in text and "photos.yaml" in text
+    rows = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in text.splitlines()
+                              if line.startswith("| CSP") or line.startswith("| plain"))}
+    assert set(rows) == {"CSP", "plain"} and all(len(c) == len(COLUMNS) for c in rows.values())
+    assert rows["CSP"][15] == "ref" and rows["plain"][15] in ("yes / yes", "yes / no", "no / yes", "no / no")
+    assert all("-" in c[12] and len(c[11].split(",")) == 2 for c in rows.values())
+    assert "`plain` vs `CSP`: ΔAP" in text

@@ -130,20 +130,16 @@ def ort_latency(models: Dict[str, Any], size: int, folder: Path, iters: int, thr
     """Median ONNX Runtime ms at batch 1 per model, of the deployed graph users ship (fused,
     re-parameterised), timed as `cspdet benchmark` does: alternating blocks of back-to-back
     runs on one shared thread pool (runs interleaved one at a time distort small models)."""
-    import numpy as np
-
+    from ..benchmark.runner import make_runner
     from ..benchmark.timing import time_blocks
     from ..export.onnx_export import export_onnx
-    from ..export.onnx_runtime import make_session, use_global_thread_pool
+    from ..export.onnx_runtime import use_global_thread_pool
 
     use_global_thread_pool(threads)
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     runners = {}
     for i, (name, model) in enumerate(models.items()):
         path = export_onnx(copy.deepcopy(model).eval(), folder / f"variant{i}_{size}.onnx", size)
-        session = make_session(path, threads=threads, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x}
-        runners[name] = (lambda s=session, f=feed: s.run(None, f))
+        runners[name] = make_runner("onnxruntime", None, path, size, 1, threads)
     rounds = max(3, iters // 5)
     samples = time_blocks(runners, rounds=rounds, block=5, warmup=3, desc="ORT latency")
     return {k: 1000.0 * statistics.median(v) for k, v in samples.items()}

@@ -31,6 +31,7 @@ class AblationSet:
     title: str
     variants: List[Variant]
     note: str = ""
+    aliases: List[str] = field(default_factory=list)  # other names the set answers to
 
 
 def resolve_path(path, bases: Sequence[Path]) -> Path:
@@ -68,6 +69,10 @@ def load_sets(path=DEFAULT_SETS) -> dict:
 def _read_set(path: Path, name: str, spec) -> AblationSet:
     if not isinstance(spec, dict) or not spec.get("variants"):
         raise AblationError(f"{path}: set '{name}' needs a list of variants")
+    extra = set(spec) - {"title", "note", "aliases", "variants"}
+    if extra:
+        raise AblationError(f"{path}: set '{name}': unknown keys {sorted(extra)} "
+                            "(expected title, note, aliases, variants)")
     variants = []
     for v in spec["variants"]:
         extra = set(v) - {"name", "config", "set"} if isinstance(v, dict) else {"?"}
@@ -76,13 +81,16 @@ def _read_set(path: Path, name: str, spec) -> AblationSet:
         variants.append(Variant(str(v["name"]), str(v.get("config") or ""), dict(v.get("set") or {})))
     if len({v.name for v in variants}) != len(variants):
         raise AblationError(f"{path}: set '{name}' has two variants with one name")
-    return AblationSet(name, str(spec.get("title") or name), variants, str(spec.get("note") or ""))
+    return AblationSet(name, str(spec.get("title") or name), variants, str(spec.get("note") or ""),
+                       [str(a) for a in spec.get("aliases") or []])
 
 
 def pick_set(sets: dict, name: str) -> AblationSet:
-    if name not in sets["sets"]:
+    """The set called ``name``, or the one that lists ``name`` among its aliases."""
+    found = sets["sets"].get(name) or next((s for s in sets["sets"].values() if name in s.aliases), None)
+    if found is None:
         raise AblationError(f"unknown set '{name}'; choose one of {', '.join(sets['sets'])}")
-    return sets["sets"][name]
+    return found
 
 
 def pick_budget(sets: dict, name: str) -> dict:
@@ -106,7 +114,11 @@ def run_config(sets: dict, variant: Variant, budget: dict, seed: int, overrides:
                save_dir: Path, run_name: str) -> dict:
     """The full training config (a dict) of one variant at one seed: its base config with the
     backbone and data inlined, then the budget's keys, the variant's, the run's own settings
-    and last the command line's ``overrides``."""
+    and last the command line's ``overrides``.
+
+    The data is, first found: the budget's ``data`` (a data YAML: real photos in the ``bccd``
+    budget; ``cspdet ablate --data`` puts its file there), the file's ``defaults.data``, the
+    base config's own."""
     from ..config import apply_overrides, load_config, load_yaml
     from ..models.detector import resolve_backbone_config
 
@@ -120,9 +132,10 @@ def run_config(sets: dict, variant: Variant, budget: dict, seed: int, overrides:
     model = raw.get("model") or {}
     if isinstance(model.get("backbone"), (str, Path)):  # inline, so model.backbone.* keys reach it
         model["backbone"] = resolve_backbone_config(resolve_path(model["backbone"], bases))
-    data = defaults.get("data") or raw.get("data")
+    chosen = budget.get("data") or defaults.get("data")
+    data = chosen or raw.get("data")
     if isinstance(data, (str, Path)):
-        data_path = resolve_path(data, bases if defaults.get("data") else [Path(source).parent])
+        data_path = resolve_path(data, bases if chosen else [Path(source).parent])
         data = load_yaml(data_path)
         data["_source"] = str(data_path)
     raw["data"] = data

@@ -1,7 +1,9 @@
 """One forward of a model in one engine, as a zero-argument callable to time.
 
-Kept to this one function: the PyTorch-or-ONNX choice is to move behind the predictor's
-backend interface later, and this is the only place that will change.
+How a network runs in PyTorch or ONNX Runtime is the inference backends' (their
+``torch_forward_fn`` / ``session_forward_fn``, which take any network, a peer's too); this
+module only maps the benchmark's engine names onto them (plus OpenCV DNN, which only the
+benchmark times).
 """
 from __future__ import annotations
 
@@ -11,38 +13,42 @@ from typing import Callable, Optional
 import numpy as np
 
 ENGINES = ("pytorch", "onnxruntime", "opencv")
+ORT_ENGINES = ("onnxruntime", "int8")  # an INT8 file runs in ONNX Runtime too
 
 
 def make_runner(engine: str, model, onnx_path: Optional[Path], size: int, batch: int,
                 threads: int) -> Callable[[], object]:
-    """A zero-argument callable running one forward of ``model`` at (batch, 3, size, size)."""
+    """A zero-argument callable running one forward of ``model`` (a
+    :class:`~detector.benchmark.models.Model`; only PyTorch reads it) or of ``onnx_path`` at
+    (batch, 3, size, size); the ONNX engines run it once first, so that a graph an engine
+    cannot run fails here (reported per model), not inside the timing loop."""
     x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
     if engine == "pytorch":
         import torch
 
-        xt = torch.from_numpy(x)
-        module = model.module
+        from ..inference.backends import torch_forward_fn
 
-        def run():
-            with torch.inference_mode():
-                module(xt)
-        return run
-    if engine in ("onnxruntime", "int8"):
+        return torch_forward_fn(model.module, torch.from_numpy(x))
+    if engine in ORT_ENGINES:
         from ..export.onnx_runtime import make_session
+        from ..inference.backends import session_forward_fn
 
-        session = make_session(onnx_path, threads=threads, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x}
-        session.run(None, feed)
-        return lambda: session.run(None, feed)
-    if engine == "opencv":
-        import cv2
+        run = session_forward_fn(make_session(onnx_path, threads=threads, providers=["CPUExecutionProvider"]), x)
+    elif engine == "opencv":
+        run = _opencv_forward_fn(onnx_path, x)
+    else:
+        raise ValueError(f"unknown engine {engine}")
+    run()
+    return run
 
-        net = cv2.dnn.readNetFromONNX(str(onnx_path))  # default backend and target: OpenCV's own, CPU
-        names = list(net.getUnconnectedOutLayersNames())
 
-        def run():
-            net.setInput(x)
-            net.forward(names)
-        run()  # fail here (reported per model), not inside the timing loop
-        return run
-    raise ValueError(f"unknown engine {engine}")
+def _opencv_forward_fn(onnx_path: Path, x: np.ndarray) -> Callable[[], object]:
+    import cv2
+
+    net = cv2.dnn.readNetFromONNX(str(onnx_path))  # default backend and target: OpenCV's own, CPU
+    names = list(net.getUnconnectedOutLayersNames())
+
+    def run():
+        net.setInput(x)
+        return net.forward(names)
+    return run

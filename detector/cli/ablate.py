@@ -4,6 +4,8 @@
     cspdet ablate maxout --quick                      # a CPU budget, 2 seeds
     cspdet ablate neck --budget full --device cuda    # the full run (GPU)
     cspdet ablate gamma --quick --variants "gamma 0.25,gamma 0.75" train.epochs=5
+    cspdet ablate csp --budget bccd                   # real photos (BCCD) on a CPU, 3 seeds
+    cspdet ablate maxout --budget bccd --data my_data.yaml --seeds 0 1
 
 The sets, their variants and the budgets are data (configs/ablations/paper.yaml), not code: every
 variant of a set is trained through the project's Trainer with the same budget, data and seeds;
@@ -36,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="same as --budget quick (fits a CPU)")
     p.add_argument("--budget", default="", help="budget in the sets file (quick, full); default full")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the budget's)")
+    p.add_argument("--data", default="", help="data YAML every variant trains on (default: the budget's, "
+                                               "else the file's defaults.data)")
     p.add_argument("--variants", default="", help="comma-separated subset of the set's variants")
     p.add_argument("--save-dir", default="runs/ablate", help="run folders go in SAVE_DIR/SET")
     p.add_argument("--output", default="", help="markdown file (default: SAVE_DIR/SET/ablation.md)")
@@ -60,14 +64,15 @@ def _run(args, argv) -> int:
     sets = load_sets(args.sets_file)
     if args.list or not args.set:
         for name, s in sets["sets"].items():
-            print(f"{name:<12} {s.title}: " + ", ".join(v.name for v in s.variants))
+            also = f" (also: {', '.join(s.aliases)})" if s.aliases else ""
+            print(f"{name:<12} {s.title}{also}: " + ", ".join(v.name for v in s.variants))
         if not args.set and not args.list:
             print("cspdet ablate: name a set (above)", file=sys.stderr)
             return 2
         return 0
     aset = pick_set(sets, args.set)
     budget_name = "quick" if args.quick else (args.budget or "full")
-    budget = pick_budget(sets, budget_name)
+    budget = dict(pick_budget(sets, budget_name), **({"data": args.data} if args.data else {}))
     seeds = list(args.seeds or budget.get("seeds") or [0, 1])
     variants = pick_variants(aset, [v.strip() for v in args.variants.split(",") if v.strip()]
                              if args.variants else None)
