@@ -1,7 +1,8 @@
 """DDP on CPU: two processes with the gloo backend (what ``torchrun --nproc_per_node 2`` sets up)
 and 2 data workers each train a tiny run: the sampler halves the batches per epoch, only rank 0
 writes the run folder, the ranks end with identical weights, each rank draws its own
-augmentation, and the same seed repeats the run exactly.
+augmentation, and the same seed repeats the run exactly; a last.pt resumed by another number
+of processes continues the lr schedule at its epoch.
 
 Launched as users launch it (``torchrun``, slow): a run stopped mid-epoch by SIGTERM to the
 launcher and resumed ends with the uninterrupted run's weights; two ``torchrun --nnodes 2``
@@ -197,8 +198,10 @@ def _two_nodes(port, run_id):
 
 
 def _batches(log):
-    """{(epoch, batch): (image ids, size, crc)} of one rank's CSPDET_BATCH_LOG file."""
-    rows = [json.loads(line) for line in open(log)] if os.path.exists(log) else []
+    """{(epoch, batch): (image ids, size, crc)} of one rank's CSPDET_BATCH_LOG file (its
+    complete lines: the run may be writing the next one)."""
+    lines = open(log).readlines() if os.path.exists(log) else []
+    rows = [json.loads(line) for line in lines if line.endswith("\n")]
     return {(r["epoch"], r["batch"]): (r["ids"], r["size"], r["crc"]) for r in rows}
 
 
