@@ -472,8 +472,12 @@ class BaseTrainer:
         self.best_fitness = float(ckpt.get("best_fitness", -1.0))
         self.bad_steps_total = int(ckpt.get("bad_steps_total", 0))
         self.last_metrics = dict(ckpt.get("metrics") or {})
-        if self.start_batch and self.batch_layout_changed(ckpt):
-            self.start_epoch, self.start_batch = self.resume_after_layout_change(ckpt)
+        if self.batch_layout_changed(ckpt):
+            if self.start_batch:
+                self.start_epoch, self.start_batch = self.resume_after_layout_change(ckpt)
+            # the lr schedule counts optimizer steps, and their number per epoch changed with the
+            # layout (e.g. 2 nodes -> 1 doubles it): restart it at this epoch's first step
+            self.scheduler.load_state_dict({"last_step": self.start_epoch * self.steps_per_epoch})
         if self.start_batch >= self.batches_per_epoch:
             self.start_epoch, self.start_batch = self.start_epoch + 1, 0
         if self.main:

@@ -1,7 +1,10 @@
-"""DDP helpers for ``torchrun --nproc_per_node N tools/train.py ...``.
+"""DDP helpers for ``torchrun --nproc_per_node N tools/train.py ...`` (one or several nodes).
 
-torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them everything is a no-op
-and the run is a single process. Backend: NCCL on CUDA, gloo on CPU (what the tests use).
+torchrun sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and ``LOCAL_WORLD_SIZE``; without them
+everything is a no-op and the run is a single process. Backend: NCCL on CUDA, gloo on CPU (what
+the tests use). On several nodes ``RANK``/``WORLD_SIZE`` count every process of the job and
+``LOCAL_*`` those of this machine: the run folder and logs belong to global rank 0
+(:func:`is_main_process`), devices and CPU cores to the local numbers.
 """
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ def world_size() -> int:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_world_size() -> int:
+    """Processes on this machine (``world_size()`` on one node)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size())))
 
 
 def is_main_process() -> bool:

@@ -115,7 +115,8 @@ def setup_process(train_cfg):
     distributed = dist_utils.init_distributed(device)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     seed_everything(train_cfg.seed, rank, train_cfg.deterministic)
-    configure_threads(train_cfg.threads, world, device, train_cfg.deterministic)
+    # the cores of this machine are shared by its own processes only (not the job's world)
+    configure_threads(train_cfg.threads, dist_utils.local_world_size(), device, train_cfg.deterministic)
     return device, distributed, rank, world
 
 
