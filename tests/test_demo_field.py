@@ -159,3 +159,79 @@ def test_http_stream_on_loopback_drops_and_comes_back(mjpeg_url, caplog):
     assert reader.reconnects == 1 and 6 <= reader.frames_read <= 10  # both connections' frames
     assert server.connections == 4  # the first open, one good reopen, two refused
     assert "is back (attempt 1)" in caplog.text
+
+
+# ----------------------------------------------------------------------------- through `cspdet predict`
+
+def predict(argv):
+    from detector.cli import demo
+
+    return demo.main(["--no-show", *map(str, argv)])
+
+
+def moving_squares(path, n=6, size=(192, 128)):
+    """Three coloured squares drifting 3 px a frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for t in range(n):
+        frame = np.full((size[1], size[0], 3), 50, np.uint8)
+        for k, colour in enumerate([(0, 0, 255), (0, 255, 0), (255, 0, 0)]):
+            x, y = 10 + 60 * k + 3 * t, 30 + 20 * k
+            cv2.rectangle(frame, (x, y), (x + 30, y + 30), colour, -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_predict_track_writes_ids(small_checkpoint, tmp_path):
+    pytest.importorskip("trackers", reason="tracking needs the track extra (pip install cspdet[track])")
+    video = moving_squares(tmp_path / "squares.avi")
+    out = tmp_path / "out"
+    assert predict(["--weights", small_checkpoint, "--source", video, "--track", "--save-json", "--save",
+                    "--size", 64, "--save-dir", out]) == 0
+    import json
+
+    frames = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [f["frame"] for f in frames] == list(range(6)) and (out / "squares.mp4").exists()
+    assert all("track_id" in d for f in frames for d in f["detections"])
+    first_ids = {d["track_id"] for d in frames[2]["detections"]} - {None}
+    last_ids = {d["track_id"] for d in frames[-1]["detections"]} - {None}
+    assert first_ids and first_ids & last_ids  # the same objects keep their ids to the end
+
+
+def test_predict_without_tracking_packages(small_checkpoint, tmp_path, capsys, monkeypatch):
+    from detector.inference import tracking
+
+    def missing():
+        raise tracking.TrackingUnavailableError(tracking.INSTALL_HINT)
+
+    monkeypatch.setattr(tracking, "_import_trackers", missing)
+    video = moving_squares(tmp_path / "squares.avi", n=2)
+    assert predict(["--weights", small_checkpoint, "--source", video, "--track"]) == 2
+    assert "pip install cspdet[track]" in capsys.readouterr().err
+
+
+def test_predict_reports_skipped_frames(small_checkpoint, tmp_path, caplog):
+    video = corrupt_frames(write_video(tmp_path / "clip.avi", n=8), frames=(3, 4))
+    with caplog.at_level(logging.INFO):
+        assert predict(["--weights", small_checkpoint, "--source", video, "--save-json", "--size", 64,
+                        "--save-dir", tmp_path / "out"]) == 0
+    assert "2 unreadable video frames were skipped" in caplog.text
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 6
+
+
+def test_predict_lost_stream_exits_with_one_message(small_checkpoint, tmp_path, capsys, monkeypatch):
+    from detector.data import frames
+
+    opens = []
+
+    def factory(kind, value, policy):  # the camera works, comes back once, then is gone
+        opens.append(policy)
+        return FakeCapture(3, opened=len(opens) <= 2)
+
+    monkeypatch.setattr(frames, "open_capture", factory)
+    code = predict(["--weights", small_checkpoint, "--source", "rtsp://127.0.0.1:1/cam", "--reconnect", "1",
+                    "--save-json", "--save-dir", tmp_path / "out"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "did not come back after 1 reconnect attempts" in err
+    assert 1 <= len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) <= 6  # kept
+    assert opens[0].attempts == 1  # --reconnect

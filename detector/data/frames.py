@@ -276,6 +276,17 @@ class FrameReader:
                 return
             yield item
 
+    def report(self) -> List[str]:
+        """End-of-run lines on what the source did: frames dropped or skipped, reconnections."""
+        lines = []
+        if self.dropped:
+            lines.append(f"{self.dropped} camera frames were dropped to stay live (inference slower than the camera)")
+        if self.skipped:
+            lines.append(f"{self.skipped} unreadable video frames were skipped")
+        if self.reconnects:
+            lines.append(f"the stream was reconnected {self.reconnects} time(s)")
+        return lines
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
