@@ -112,6 +112,19 @@ def test_stream_reopened_then_given_up(caplog):
     assert "reconnecting in 0.1 s (attempt 2 of 2)" in caplog.text and "is back" in caplog.text
 
 
+def test_stream_that_opens_but_sends_nothing_still_ends():
+    opens = []
+
+    def factory(kind, value, policy):  # after 3 frames every reopen "works" but delivers nothing
+        opens.append(kind)
+        return FakeCapture(3 if len(opens) == 1 else 0)
+
+    reader = FrameReader("http://127.0.0.1:1/cam.mjpg", reconnect=FAST, capture_factory=factory)
+    with pytest.raises(SourceLostError, match="after 2 reconnect attempts"):
+        read_all(reader)
+    assert len(opens) == 3 and reader.frames_read == 3
+
+
 def test_camera_that_vanishes_ends_with_one_message(monkeypatch):
     monkeypatch.setattr(FrameReader, "CAMERA_GRACE", 3)
     reader = FrameReader("0", capture_factory=lambda kind, value, policy: FakeCapture(5))

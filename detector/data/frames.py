@@ -216,11 +216,11 @@ class FrameReader:
     def _live_frames(self) -> Iterator[np.ndarray]:
         """A camera's or stream's frames: a stream that stops is reopened (:meth:`_reconnect`), a
         camera that stops raises :class:`SourceLostError`."""
-        failures = 0
+        failures, outage = 0, None
         while not self._stop.is_set():
             ok, frame = self._cap.read()
             if ok:
-                failures = 0
+                failures, outage = 0, None  # an outage ends with a frame, not with a reopen
                 self.frames_read += 1
                 yield frame
                 continue
@@ -229,17 +229,20 @@ class FrameReader:
                 raise SourceLostError(f"camera {self.value} stopped delivering frames after {self.frames_read} "
                                       "frames: it was unplugged, switched off or taken by another program")
             if self.kind == "stream" and failures >= self.STREAM_GRACE:
-                self._reconnect()
+                outage = outage or {"waits": enumerate(self.policy.delays(), 1), "started": time.monotonic(),
+                                    "attempts": 0}
+                self._reconnect(outage)
                 failures = 0
                 continue
             self._stop.wait(0.05)
 
-    def _reconnect(self) -> None:
-        """Reopen the stream with the policy's back-off, one log line per attempt; raise
-        :class:`SourceLostError` when it does not come back."""
+    def _reconnect(self, outage: dict) -> None:
+        """Reopen the stream with the policy's next waits, one log line per attempt; raise
+        :class:`SourceLostError` when the outage has used them all. A stream that opens but
+        sends nothing stays in the same outage, so this always ends."""
         self._cap.release()
-        started, attempt = time.monotonic(), 0
-        for attempt, delay in enumerate(self.policy.delays(), 1):
+        for attempt, delay in outage["waits"]:
+            outage["attempts"] = attempt
             log.warning("stream %s stopped after %d frames; reconnecting in %.1f s (attempt %d of %d)",
                         self.value, self.frames_read, delay, attempt, self.policy.attempts)
             if self._stop.wait(delay):
@@ -250,12 +253,13 @@ class FrameReader:
                 log.warning("stream %s is back (attempt %d)", self.value, attempt)
                 return
             cap.release()
-        if not attempt:
+        if not outage["attempts"]:
             raise SourceLostError(f"stream {self.value} stopped after {self.frames_read} frames "
                                   "(reconnecting is off)")
         raise SourceLostError(f"stream {self.value} stopped after {self.frames_read} frames and did not come "
-                              f"back after {attempt} reconnect attempts over {time.monotonic() - started:.0f} s: "
-                              "check the camera, the network and the address")
+                              f"back after {outage['attempts']} reconnect attempts over "
+                              f"{time.monotonic() - outage['started']:.0f} s: check the camera, the network "
+                              "and the address")
 
     def _run(self) -> None:
         try:
