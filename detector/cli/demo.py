@@ -88,7 +88,7 @@ def run(args) -> dict:
     save_dir = Path(args.save_dir or Path("runs") / "demo")
     writer = FrameWriter(save_dir, reader.kind, reader.fps)
     results = JsonLinesWriter(save_dir / "predictions.jsonl") if args.save_json else None
-    frames, fps, tracker = 0, None, None
+    frames, fps, tracker, last_name = 0, None, None, None
     times = {k: [] for k in PARTS}
     log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
              detect.backend, size, args.conf_thres)
@@ -100,7 +100,9 @@ def run(args) -> dict:
             det = detect(frame)
             t_det = time.perf_counter()
             if tracker is not None:
-                det = tracker.update(det)
+                if name != last_name:  # a folder's next video (or image) starts new tracks
+                    tracker.reset()
+                det, last_name = tracker.update(det), name
             if frames:  # the FPS counter shows the whole loop, frame to frame
                 inst = 1.0 / max(t_frame - t_prev, 1e-6)
                 fps = inst if fps is None else 0.9 * fps + 0.1 * inst
