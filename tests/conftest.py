@@ -1,7 +1,8 @@
 """Shared test fixtures and data paths; pytest loads this file before every test module.
 
-Fixtures: ``tiny_data`` (a small shapes dataset, session-wide) and ``broken_coco`` (a COCO
-folder with unreadable images). Helpers that several modules call with their own arguments
+Fixtures: ``tiny_data`` (a small shapes dataset, session-wide), ``broken_coco`` (a COCO
+folder with unreadable images) and ``small_checkpoint`` (a 3-class detector checkpoint whose
+random weights find boxes on every frame, for the demo). Helpers that several modules call with their own arguments
 (``calibrated_detector``, ``tiny_config``) and the paths are imported from here
 (``from conftest import ...``); tiny datasets of coloured rectangles live in ``rect_datasets``.
 """
@@ -54,6 +55,27 @@ def calibrated_detector(cfg, seed: int = 0, batches: int = 2):
             pred.weight.mul_(0.05)
             pred.bias.normal_(0, 1)
     return model.eval()
+
+
+SMALL_MODEL = {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
+               "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}
+SMALL_NAMES = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    """A checkpoint of a small detector trained at 128 px (random weights, confident outputs)."""
+    from detector import build_model
+    from detector.engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model({"model": SMALL_MODEL})
+    with torch.no_grad():  # confident random outputs: every frame gets boxes to draw
+        for pred in model.head.preds:
+            pred.bias.add_(3.0)  # not 6: saturated scores tie, and NMS may break ties either way
+    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
+    return save_checkpoint({"model": model.state_dict(), "names": SMALL_NAMES,
+                            "config": {"model": model.config, "train": {"img_size": 128}}}, path)
 
 
 # ------------------------------------------------------------------------------ training

@@ -1,19 +1,15 @@
 """The demo, headless: generated video, image folder, ONNX backend, and its clear errors."""
 import importlib.util
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from detector import build_model
-from detector.engine.checkpoint import save_checkpoint
+from conftest import SMALL_NAMES as NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"model": {"num_classes": 3, "backbone": "configs/backbones/peleenet.yaml",
-                   "neck": {"type": "efm", "channels": 16}, "head": {"width": 32}}}
-NAMES = ["red", "green", "blue"]
 
 
 def _demo():
@@ -23,18 +19,6 @@ def _demo():
 @pytest.fixture(scope="module")
 def demo():
     return _demo()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model(SMALL)
-    with torch.no_grad():  # confident random outputs: every frame gets boxes to draw
-        for pred in model.head.preds:
-            pred.bias.add_(3.0)  # not 6: saturated scores tie, and NMS may break ties either way
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    return save_checkpoint({"model": model.state_dict(), "names": NAMES,
-                            "config": {"model": model.config, "train": {"img_size": 128}}}, path)
 
 
 def _write_video(path, n=12, size=(160, 120)):
@@ -57,9 +41,9 @@ def _count_frames(path):
     return n
 
 
-def test_video_headless_saves_every_frame_annotated(demo, checkpoint, tmp_path):
+def test_video_headless_saves_every_frame_annotated(demo, small_checkpoint, tmp_path):
     video = _write_video(tmp_path / "clip.avi")
-    stats = demo.run(demo.parse_args(["--weights", str(checkpoint), "--source", str(video), "--no-show",
+    stats = demo.run(demo.parse_args(["--weights", str(small_checkpoint), "--source", str(video), "--no-show",
                                       "--save", "--save-dir", str(tmp_path / "out")]))
     assert stats["frames"] == 12 and stats["dropped"] == 0  # a file source never drops frames
     (out,) = stats["saved"]
@@ -70,7 +54,7 @@ def test_video_headless_saves_every_frame_annotated(demo, checkpoint, tmp_path):
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 5
 
 
-def test_image_folder_with_a_broken_file(demo, checkpoint, tmp_path, caplog):
+def test_image_folder_with_a_broken_file(demo, small_checkpoint, tmp_path, caplog):
     src = tmp_path / "imgs"
     src.mkdir()
     for i in range(2):
@@ -78,7 +62,7 @@ def test_image_folder_with_a_broken_file(demo, checkpoint, tmp_path, caplog):
     (src / "broken.png").write_bytes(b"not an image")
     (src / "notes.txt").write_text("ignored")
     with caplog.at_level("WARNING"):
-        stats = demo.run(demo.parse_args(["--weights", str(checkpoint), "--source", str(src), "--no-show",
+        stats = demo.run(demo.parse_args(["--weights", str(small_checkpoint), "--source", str(src), "--no-show",
                                           "--save", "--save-dir", str(tmp_path / "out")]))
     assert stats["frames"] == 2
     assert sorted(Path(p).name for p in stats["saved"]) == ["im0.jpg", "im1.jpg"]
@@ -86,11 +70,11 @@ def test_image_folder_with_a_broken_file(demo, checkpoint, tmp_path, caplog):
     assert "broken.png" in caplog.text
 
 
-def test_onnx_backend_and_max_frames(demo, checkpoint, tmp_path):
+def test_onnx_backend_and_max_frames(demo, small_checkpoint, tmp_path):
     from detector.export.onnx_export import export_onnx
     from detector.inference import Predictor
 
-    by_torch = Predictor(checkpoint, conf_thres=0.5, max_det=100)
+    by_torch = Predictor(small_checkpoint, conf_thres=0.5, max_det=100)
     assert by_torch.img_size == 128  # the checkpoint's trained size
     onnx_path = export_onnx(by_torch.model, tmp_path / "small.onnx", 128, names=NAMES)
     video = _write_video(tmp_path / "clip.avi", n=6)
@@ -100,6 +84,11 @@ def test_onnx_backend_and_max_frames(demo, checkpoint, tmp_path):
     # the loop reports whole-loop FPS and where each frame's time went
     assert stats["mean_fps"] > 0 and set(stats["timing"]) == set(demo.PARTS)
     assert stats["timing"]["model"] > 0 and all(v >= 0 for v in stats["timing"].values())
+    if importlib.util.find_spec("trackers") is not None:  # tracking runs on the ONNX backend's boxes too
+        stats = demo.run(demo.parse_args(["--weights", str(onnx_path), "--source", str(video), "--no-show",
+                                          "--track", "--save-json", "--save-dir", str(tmp_path / "out")]))
+        lines = [json.loads(line) for line in Path(stats["results"]).read_text().splitlines()]
+        assert len(lines) == 6 and any(d["track_id"] is not None for d in lines[-1]["detections"])
     # both backends find the same boxes on a frame, through the same pre-processing
     frame = cv2.VideoCapture(str(video)).read()[1]
     by_onnx = Predictor(onnx_path, conf_thres=0.5, max_det=100)
@@ -109,17 +98,17 @@ def test_onnx_backend_and_max_frames(demo, checkpoint, tmp_path):
     np.testing.assert_allclose(np.sort(a["scores"]), np.sort(b["scores"]), atol=1e-4)
 
 
-def test_clear_errors(demo, checkpoint, tmp_path, capsys, monkeypatch):
+def test_clear_errors(demo, small_checkpoint, tmp_path, capsys, monkeypatch):
     # a camera that cannot be opened
-    assert demo.main(["--weights", str(checkpoint), "--source", "57", "--no-show"]) == 2
+    assert demo.main(["--weights", str(small_checkpoint), "--source", "57", "--no-show"]) == 2
     assert "cannot open camera 57" in capsys.readouterr().err
     # a missing file
-    assert demo.main(["--weights", str(checkpoint), "--source", str(tmp_path / "nope.mp4"), "--no-show"]) == 2
+    assert demo.main(["--weights", str(small_checkpoint), "--source", str(tmp_path / "nope.mp4"), "--no-show"]) == 2
     assert "source not found" in capsys.readouterr().err
     # a headless OpenCV build: say how to get the window back
     monkeypatch.setattr(demo.cv2, "getBuildInformation", lambda: "  Video I/O:\n  GUI:     NONE\n")
     assert demo.opencv_gui_backend() == "NONE"
-    assert demo.main(["--weights", str(checkpoint), "--source", "0"]) == 2
+    assert demo.main(["--weights", str(small_checkpoint), "--source", "0"]) == 2
     err = capsys.readouterr().err
     assert "--no-show" in err and 'pip install --no-deps --force-reinstall "opencv-python>=4.9"' in err
 

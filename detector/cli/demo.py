@@ -5,11 +5,14 @@
     python tools/demo.py --weights best_320.onnx --source video.mp4 --save            # ONNX Runtime
     python tools/demo.py --weights best.pt --source images/ --no-show --save          # headless
     python tools/demo.py --weights best.pt --source rtsp://user:pass@camera/stream
+    python tools/demo.py --weights best.pt --source video.mp4 --track --save-json     # ids per object
 
 A window shows boxes, class names, scores and FPS; q or Esc quits (for images, any other key
 shows the next one). Frames are read in a background thread, so inference never waits on the
 camera; live sources keep only the newest frame. --save writes the annotated video or images to
 runs/demo/. The window needs an OpenCV build with GUI support (see the message if yours has none).
+A dropped stream is reopened with back-off (--reconnect); bad video frames are skipped and counted.
+--track: an id per object (pip install cspdet[track]); --save-json: each frame's boxes (and ids).
 """
 from __future__ import annotations
 
@@ -20,14 +23,15 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import cv2
 import numpy as np
 
-from detector.data.frames import FrameIOError, FrameReader, FrameWriter
-from detector.drawing import draw_boxes
+from detector.data.frames import FrameIOError, FrameReader, FrameWriter, ReconnectPolicy
+from detector.drawing import draw_frame as draw  # demo.draw: benchmarks/frame_loop.py draws with it too
 from detector.inference import Predictor
+from detector.inference.results import JsonLinesWriter
+from detector.inference.tracking import Tracker, TrackingUnavailableError
 
 log = logging.getLogger("demo")
 HEADLESS_HELP = (
@@ -60,23 +64,6 @@ def check_can_show() -> None:
                         "or forward a display (ssh -X)")
 
 
-# --------------------------------------------------------------------------- drawing
-
-def draw(frame: np.ndarray, boxes, scores, labels, names: List[str], fps: Optional[float] = None,
-         line_width: Optional[int] = None) -> np.ndarray:
-    """Boxes with ``name score`` tags and an FPS counter, drawn in place."""
-    lw = line_width or max(1, round(sum(frame.shape[:2]) / 600))
-    font_scale = lw / 3
-    draw_boxes(frame, boxes, labels, names, scores, lw)
-    if fps is not None:
-        text = f"FPS {fps:.1f}"
-        cv2.putText(frame, text, (8, 12 + 10 * lw), cv2.FONT_HERSHEY_SIMPLEX, font_scale * 1.5,
-                    (0, 0, 0), lw + 2, cv2.LINE_AA)
-        cv2.putText(frame, text, (8, 12 + 10 * lw), cv2.FONT_HERSHEY_SIMPLEX, font_scale * 1.5,
-                    (255, 255, 255), lw, cv2.LINE_AA)
-    return frame
-
-
 # --------------------------------------------------------------------------- main loop
 
 PARTS = ("read", "pre", "model", "post", "draw")  # one frame of the loop, in order
@@ -88,7 +75,8 @@ def run(args) -> dict:
 
     ``fps`` is whole-loop frames per second (waiting for the frame, pre-processing, model,
     post-processing, drawing, showing and saving all count); ``timing`` holds each part's
-    median milliseconds per frame (:data:`PARTS`; ``draw`` covers drawing, showing and saving).
+    median milliseconds per frame (:data:`PARTS`; ``draw`` covers tracking, drawing, showing and
+    saving); ``skipped`` counts undecodable video frames, ``reconnects`` a stream's comebacks.
     """
     if not args.no_show:
         check_can_show()
@@ -96,27 +84,36 @@ def run(args) -> dict:
     detect = Predictor(args.weights, img_size=args.size, device=args.device, conf_thres=args.conf_thres,
                        iou_thres=args.iou_thres, max_det=args.max_det, threads=args.threads)
     size = detect.img_size
-    reader = FrameReader(args.source)
-    writer = FrameWriter(args.save_dir or Path("runs") / "demo", reader.kind, reader.fps)
-    frames, fps = 0, None
+    reader = FrameReader(args.source, reconnect=ReconnectPolicy(attempts=args.reconnect))
+    save_dir = Path(args.save_dir or Path("runs") / "demo")
+    writer = FrameWriter(save_dir, reader.kind, reader.fps)
+    results = JsonLinesWriter(save_dir / "predictions.jsonl") if args.save_json else None
+    frames, fps, tracker, last_name = 0, None, None, None
     times = {k: [] for k in PARTS}
     log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
              detect.backend, size, args.conf_thres)
     t_start = t_last = t_prev = time.perf_counter()
     try:
+        tracker = Tracker(frame_rate=reader.fps) if args.track else None
         for frame, name in reader:
             t_frame = time.perf_counter()
             det = detect(frame)
             t_det = time.perf_counter()
+            if tracker is not None:
+                if name != last_name:  # a folder's next video (or image) starts new tracks
+                    tracker.reset()
+                det, last_name = tracker.update(det), name
             if frames:  # the FPS counter shows the whole loop, frame to frame
                 inst = 1.0 / max(t_frame - t_prev, 1e-6)
                 fps = inst if fps is None else 0.9 * fps + 0.1 * inst
             t_prev = t_frame
             draw(frame, det["boxes"], det["scores"], det["labels"], detect.names,
-                 fps if reader.kind != "image" else None, args.line_width)
+                 fps if reader.kind != "image" else None, args.line_width, det.get("track_ids"))
             frames += 1
             if args.save:
                 writer.write(frame, name)
+            if results is not None:
+                results.write(det, name)
             if not args.no_show and _show_quits(frame, name, reader):
                 break
             t_end = time.perf_counter()
@@ -127,15 +124,17 @@ def run(args) -> dict:
             t_last = t_end
             if args.max_frames and frames >= args.max_frames:
                 break
-    finally:
+    finally:  # also when the source is lost: what was saved stays readable, and is reported
         reader.close()
         writer.close()
+        json_path = results.close() if results is not None else None
         if not args.no_show:
             cv2.destroyAllWindows()
+        _log_outputs(reader, writer.saved + ([json_path] if json_path else []))
     wall = time.perf_counter() - t_start
-    _log_outputs(reader.dropped, writer.saved)
     timing = {k: float(np.median(v)) if v else 0.0 for k, v in times.items()}
     return {"frames": frames, "saved": [str(p) for p in writer.saved], "fps": fps, "dropped": reader.dropped,
+            "skipped": reader.skipped, "reconnects": reader.reconnects, "results": json_path,
             "timing": timing, "mean_fps": frames / wall if wall > 0 else None, "backend": detect.backend,
             "img_size": size, "predictor": detect}
 
@@ -147,9 +146,9 @@ def _show_quits(frame, name: str, reader: FrameReader) -> bool:
     return (cv2.waitKey(0 if still else 1) & 0xFF) in (ord("q"), 27)
 
 
-def _log_outputs(dropped: int, saved: list) -> None:
-    if dropped:
-        log.info("%d camera frames were dropped to stay live (inference slower than the camera)", dropped)
+def _log_outputs(reader: FrameReader, saved: list) -> None:
+    for line in reader.report():
+        log.info(line)
     for path in saved[:1] + ([f"... {len(saved) - 1} more"] if len(saved) > 1 else []):
         log.info("saved %s", path)
 
@@ -169,6 +168,10 @@ def parse_args(argv=None):
     ap.add_argument("--no-show", action="store_true", help="no window (headless machines)")
     ap.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = until the end)")
     ap.add_argument("--line-width", type=int, default=None, help="box line width in pixels")
+    ap.add_argument("--track", action="store_true", help="give each object an id across frames (ByteTrack)")
+    ap.add_argument("--save-json", action="store_true", help="write boxes (and ids) to <save-dir>/predictions.jsonl")
+    ap.add_argument("--reconnect", type=int, default=ReconnectPolicy.attempts, metavar="N",
+                    help="reopen a stream that stops up to N times, with back-off (0 = end at once)")
     return ap.parse_args(argv)
 
 
@@ -177,7 +180,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         stats = run(args)
-    except (DemoError, FrameIOError) as e:
+    except (DemoError, FrameIOError, TrackingUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if stats["frames"] > 1 and stats["mean_fps"]:

@@ -7,7 +7,9 @@
 - :mod:`.weights`: ``--weights`` into a PyTorch model (checkpoint, config, classifier);
 - :mod:`.backends`: the PyTorch and ONNX Runtime backends behind one interface (inference,
   evaluation, demo and benchmark run models through it);
-- :mod:`.predictor`: :class:`Predictor`, letterbox + backend + NMS on BGR images.
+- :mod:`.predictor`: :class:`Predictor`, letterbox + backend + NMS on BGR images;
+- :mod:`.tracking`: ids across video frames (ByteTrack, the optional ``track`` extra);
+- :mod:`.results`: per-frame detections as JSON lines (``predict --save-json``).
 """
 from .backends import Backend, OnnxBackend, TorchBackend, backend_for  # noqa: F401
 from .predictor import Predictor, open_backend, resolve_img_size  # noqa: F401
