@@ -7,7 +7,9 @@
 - :mod:`.weights`: ``--weights`` into a PyTorch model (checkpoint, config, classifier);
 - :mod:`.backends`: the PyTorch and ONNX Runtime backends behind one interface (inference,
   evaluation, demo and benchmark run models through it);
-- :mod:`.predictor`: :class:`Predictor`, letterbox + backend + NMS on BGR images.
+- :mod:`.predictor`: :class:`Predictor`, letterbox + backend + NMS on BGR images;
+- :mod:`.confidence`: which confidence threshold it uses (yours, the F1-optimal one stored with
+  the weights, or 0.25) and the words that say so.
 """
 from .backends import Backend, OnnxBackend, TorchBackend, backend_for  # noqa: F401
 from .predictor import Predictor, open_backend, resolve_img_size  # noqa: F401
