@@ -2,7 +2,7 @@
 
 Fixtures: ``tiny_data`` (a small shapes dataset, session-wide) and ``broken_coco`` (a COCO
 folder with unreadable images). Helpers that several modules call with their own arguments
-(``calibrated_detector``, ``tiny_config``) and the paths are imported from here
+(``calibrated_detector``, ``tiny_config``, ``naive_mean_f1``) and the paths are imported from here
 (``from conftest import ...``); tiny datasets of coloured rectangles live in ``rect_datasets``.
 """
 from __future__ import annotations
@@ -96,6 +96,28 @@ def tiny_config(tiny_data, save_dir, **train):
     return {"model": TINY_MODEL, "data": tiny_data, "train": t,
             "eval": {"img_size": 64, "conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100,
                      "interval": 1}}
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+def naive_mean_f1(ev, grid):
+    """Mean F1 over classes at each confidence of ``grid``, by plain loops over a COCOeval's
+    ``eval`` arrays (IoU 0.5, area all, the largest maxDets): the reference the library's
+    curves and stored threshold are checked against."""
+    precision, scores = ev.eval["precision"], ev.eval["scores"]
+    recall_points = ev.params.recThrs
+    f1 = np.zeros(len(grid))
+    classes = [k for k in range(precision.shape[2]) if precision[0, 0, k, 0, -1] > -1]
+    for i, c in enumerate(grid):
+        for k in classes:
+            last = -1
+            for j in range(len(recall_points)):
+                if scores[0, j, k, 0, -1] > 0 and scores[0, j, k, 0, -1] >= c:
+                    last = j
+            if last >= 0:
+                p, r = precision[0, last, k, 0, -1], recall_points[last]
+                f1[i] += 2 * p * r / (p + r) if p + r > 0 else 0.0
+    return f1 / len(classes)
 
 
 # ------------------------------------------------------------------------------ bad data
