@@ -12,7 +12,7 @@ from detector.evaluation.coco_evaluator import COCOEvaluator
 from detector.evaluation.confusion import confusion_matrix, match_boxes
 from detector.evaluation.curves import CONF_GRID, confidence_curves
 from detector.evaluation.image_grids import label_positions
-from detector.evaluation.report import format_pr_table, write_eval_report
+from detector.evaluation.report import describe_conf, format_pr_table, write_eval_report
 from conftest import naive_mean_f1
 
 NAMES = ("red", "green", "blue")
@@ -171,6 +171,12 @@ def test_report_files_and_user_threshold(dataset, tmp_path):
     assert user["best_conf"] == report["best_conf"]
     with pytest.raises(ValueError, match="confidence threshold"):
         write_eval_report(ev, dataset, tmp_path / "bad", conf=1.5)
+    # the threshold stored with the weights comes before this split's optimum, the user's before both
+    stored = write_eval_report(ev, None, tmp_path / "stored", stored_conf=0.4)
+    assert (stored["conf"], stored["conf_source"]) == (0.4, "stored")
+    assert describe_conf(stored).startswith("conf 0.4 (F1-optimal on val, stored in the checkpoint); "
+                                            "F1-optimal here: ")
+    assert write_eval_report(ev, None, tmp_path / "both", conf=0.5, stored_conf=0.4)["conf_source"] == "user"
 
 
 def test_report_without_detections(dataset, tmp_path):
