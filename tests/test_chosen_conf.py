@@ -66,11 +66,12 @@ def test_an_onnx_export_carries_the_checkpoints_threshold(checkpoints, tmp_path)
     assert _tool("export").main(["--weights", str(stored), "-o", str(onnx_path), "--no-verify"]) == 0
     assert read_metadata(onnx_path)[CONF_KEY] == torch.load(stored, weights_only=True)[CONF_KEY]
     p = Predictor(onnx_path)
-    assert (p.conf_thres, p.describe_conf()) == (STORED, "conf 0.37 (F1-optimal on val, stored in the ONNX file)")
+    assert p.conf_thres == STORED
+    assert p.describe_conf() == "conf 0.37 (F1-optimal on val, stored in the ONNX file)"
     assert Predictor(onnx_path, conf_thres=0.5).conf_thres == 0.5
-    assert _tool("export").main(["--weights", str(plain), "-o", str(tmp_path / "old.onnx"), "--no-verify"]) == 0
-    assert CONF_KEY not in read_metadata(tmp_path / "old.onnx")
-    assert Predictor(tmp_path / "old.onnx").conf_source == "default"
+    old = tmp_path / "old.onnx"
+    assert _tool("export").main(["--weights", str(plain), "-o", str(old), "--no-verify"]) == 0
+    assert CONF_KEY not in read_metadata(old) and Predictor(old).conf_source == "default"
 
 
 def test_predict_says_which_threshold_it_uses(checkpoints, tmp_path, caplog):
@@ -90,7 +91,8 @@ def test_predict_says_which_threshold_it_uses(checkpoints, tmp_path, caplog):
 def test_eval_writes_the_figures_at_the_stored_or_given_threshold(checkpoints, tmp_path, capsys):
     stored, _ = checkpoints
     common = ["--workers", "0", "--batch", "4"]
-    assert _tool("eval").main(["--weights", str(stored), "--save-json", str(tmp_path / "a" / "d.json"), *common]) == 0
+    assert _tool("eval").main(["--weights", str(stored), "--save-json", str(tmp_path / "a" / "d.json"),
+                               *common]) == 0
     text = capsys.readouterr().out
     assert "precision / recall / F1 at conf 0.37 (F1-optimal on val, stored in the checkpoint)" in text
     assert "inst     P     R    F1" in text and "circle" in text and f"figures: {tmp_path / 'a'}/" in text

@@ -171,7 +171,8 @@ def main(argv=None) -> int:
     report = write_eval_report(evaluator, dataset, folder, conf=args.report_conf,
                                stored_conf=loaded.runner.stored_conf)
     print(f"\nprecision / recall / F1 at {describe_conf(report, loaded.weights_kind)}\n"
-          f"{format_pr_table(report['per_class'])}\nfigures: {folder}/ ({', '.join(sorted(report['files']))})")
+          f"{format_pr_table(report['per_class'])}\n"
+          f"figures: {folder}/ ({', '.join(sorted(report['files']))})")
     if metrics["unreadable_images"]:
         print(f"{len(metrics['unreadable_images'])} unreadable image(s) left out of the score: "
               + ", ".join(metrics["unreadable_images"]))

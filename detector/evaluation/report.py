@@ -49,10 +49,10 @@ def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None,
     ``stored_conf``: the F1-optimal confidence stored with the weights, used when ``conf`` is None.
 
     Returns ``conf`` (in use) and ``conf_source`` (``user``, ``stored``, ``f1`` or ``default``
-    when nothing is detected correctly), ``best_conf`` / ``best_f1`` (the F1 optimum, None / 0 without one: the
-    value to store with a checkpoint), ``per_class`` (the evaluator's rows with ``precision``,
-    ``recall``, ``f1`` at ``conf``; precision NaN where nothing is kept), ``overall`` and
-    ``files`` (name -> path written).
+    when nothing is detected correctly), ``best_conf`` / ``best_f1`` (the F1 optimum, None / 0
+    without one: the value to store with a checkpoint), ``per_class`` (the evaluator's rows
+    with ``precision``, ``recall``, ``f1`` at ``conf``; precision NaN where nothing is kept),
+    ``overall`` and ``files`` (name -> path written).
     """
     out_dir = Path(out_dir)
     curves = confidence_curves(evaluator)
