@@ -3,7 +3,7 @@
 Fixtures: ``tiny_data`` (a small shapes dataset, session-wide), ``broken_coco`` (a COCO
 folder with unreadable images) and ``small_checkpoint`` (a 3-class detector checkpoint whose
 random weights find boxes on every frame, for the demo). Helpers that several modules call with their own arguments
-(``calibrated_detector``, ``tiny_config``) and the paths are imported from here
+(``calibrated_detector``, ``tiny_config``, ``naive_mean_f1``) and the paths are imported from here
 (``from conftest import ...``); tiny datasets of coloured rectangles live in ``rect_datasets``.
 """
 from __future__ import annotations
@@ -141,6 +141,28 @@ def tiny_bccd(tmp_path_factory):
             for i in ids_file.read_text().split():
                 (root / folder / f"{i}{suffix}").symlink_to(BCCD / folder / f"{i}{suffix}")
     return {"format": "voc", "root": str(root), **splits, "names": ["RBC", "WBC", "Platelets"]}
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+def naive_mean_f1(ev, grid):
+    """Mean F1 over classes at each confidence of ``grid``, by plain loops over a COCOeval's
+    ``eval`` arrays (IoU 0.5, area all, the largest maxDets): the reference the library's
+    curves and stored threshold are checked against."""
+    precision, scores = ev.eval["precision"], ev.eval["scores"]
+    recall_points = ev.params.recThrs
+    f1 = np.zeros(len(grid))
+    classes = [k for k in range(precision.shape[2]) if precision[0, 0, k, 0, -1] > -1]
+    for i, c in enumerate(grid):
+        for k in classes:
+            last = -1
+            for j in range(len(recall_points)):
+                if scores[0, j, k, 0, -1] > 0 and scores[0, j, k, 0, -1] >= c:
+                    last = j
+            if last >= 0:
+                p, r = precision[0, last, k, 0, -1], recall_points[last]
+                f1[i] += 2 * p * r / (p + r) if p + r > 0 else 0.0
+    return f1 / len(classes)
 
 
 # ------------------------------------------------------------------------------ bad data

@@ -12,7 +12,8 @@ from detector.evaluation.coco_evaluator import COCOEvaluator
 from detector.evaluation.confusion import confusion_matrix, match_boxes
 from detector.evaluation.curves import CONF_GRID, confidence_curves
 from detector.evaluation.image_grids import label_positions
-from detector.evaluation.report import format_pr_table, write_eval_report
+from detector.evaluation.report import describe_conf, format_pr_table, write_eval_report
+from conftest import naive_mean_f1
 
 NAMES = ("red", "green", "blue")
 CAT_IDS = (3, 7, 9)                                   # dataset category ids of classes 0, 1, 2
@@ -86,29 +87,11 @@ def _noisy(seed):
     return out
 
 
-def _naive_mean_f1(ev):
-    """Mean F1 over classes at each grid confidence, by plain loops over ev.eval (the reference)."""
-    precision, scores = ev.eval["precision"], ev.eval["scores"]
-    recall_points = ev.params.recThrs
-    f1 = np.zeros(len(CONF_GRID))
-    classes = [k for k in range(precision.shape[2]) if precision[0, 0, k, 0, -1] > -1]
-    for i, c in enumerate(CONF_GRID):
-        for k in classes:
-            last = -1
-            for j in range(len(recall_points)):
-                if scores[0, j, k, 0, -1] > 0 and scores[0, j, k, 0, -1] >= c:
-                    last = j
-            if last >= 0:
-                p, r = precision[0, last, k, 0, -1], recall_points[last]
-                f1[i] += 2 * p * r / (p + r) if p + r > 0 else 0.0
-    return f1 / len(classes)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_threshold_is_the_f1_argmax_of_the_cocoeval_arrays(dataset, seed):
     ev = _evaluate(dataset, _noisy(seed))
     curves = confidence_curves(ev)
-    reference = _naive_mean_f1(ev.cocoeval)
+    reference = naive_mean_f1(ev.cocoeval, CONF_GRID)
     np.testing.assert_allclose(curves.mean("f1"), reference, atol=1e-12)
     conf, f1 = curves.best_conf()
     best = reference.max()
@@ -188,6 +171,12 @@ def test_report_files_and_user_threshold(dataset, tmp_path):
     assert user["best_conf"] == report["best_conf"]
     with pytest.raises(ValueError, match="confidence threshold"):
         write_eval_report(ev, dataset, tmp_path / "bad", conf=1.5)
+    # the threshold stored with the weights comes before this split's optimum, the user's before both
+    stored = write_eval_report(ev, None, tmp_path / "stored", stored_conf=0.4)
+    assert (stored["conf"], stored["conf_source"]) == (0.4, "stored")
+    assert describe_conf(stored).startswith("conf 0.4 (F1-optimal on val, stored in the checkpoint); "
+                                            "F1-optimal here: ")
+    assert write_eval_report(ev, None, tmp_path / "both", conf=0.5, stored_conf=0.4)["conf_source"] == "user"
 
 
 def test_report_without_detections(dataset, tmp_path):

@@ -59,8 +59,9 @@ def full_run(tiny_data, tmp_path_factory):
 
 def test_two_epoch_run_writes_every_run_file(full_run):
     _, _, run = full_run
-    for name in ("config.yaml", "last.pt", "best.pt", "results.csv", "results.png", "train.log"):
-        assert (run / name).is_file(), name
+    for name in ("config.yaml", "last.pt", "best.pt", "results.csv", "results.png", "train.log",
+                 "F1_curve.png", "PR_curve.png", "confusion_matrix.csv", "val_batch0_labels_vs_pred.png"):
+        assert (run / name).is_file(), name   # with the final evaluation's figures
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(run.glob("*.tmp"))  # atomic writes leave no temp files
     rows = list(csv.DictReader(open(run / "results.csv")))

@@ -90,8 +90,8 @@ def run(args) -> dict:
     results = JsonLinesWriter(save_dir / "predictions.jsonl") if args.save_json else None
     frames, fps, tracker, last_name = 0, None, None, None
     times = {k: [] for k in PARTS}
-    log.info("source %s (%s), %s backend, input %s, conf %.2f", args.source, reader.kind,
-             detect.backend, size, args.conf_thres)
+    log.info("source %s (%s), %s backend, input %s, %s", args.source, reader.kind,
+             detect.backend, size, detect.describe_conf())
     t_start = t_last = t_prev = time.perf_counter()
     try:
         tracker = Tracker(frame_rate=reader.fps) if args.track else None
@@ -158,7 +158,8 @@ def parse_args(argv=None):
     ap.add_argument("--weights", required=True, help="checkpoint (.pt), exported model (.onnx) or config (random weights)")
     ap.add_argument("--source", default="0", help="camera index, video, image, folder or rtsp/http URL (default 0)")
     ap.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
-    ap.add_argument("--conf-thres", type=float, default=0.25, help="score threshold")
+    ap.add_argument("--conf-thres", "--conf", type=float, default=None,
+                    help="score threshold (default: the F1-optimal one stored with the weights, else 0.25)")
     ap.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     ap.add_argument("--max-det", type=int, default=100, help="boxes per frame")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (PyTorch backend)")

@@ -9,6 +9,8 @@
 
 Prints AP, AP50, AP75, APs, APm, APl, a per-class AP table and the time per image split into
 pre-process, inference and NMS; saves the detections as a COCO results JSON (and the metrics).
+Beside them go the figures of docs/evaluation.md, and P/R/F1 per class are printed at
+--report-conf, else the F1-optimal confidence the weights store, else this split's F1-optimal one.
 Works on COCO JSON and YOLO txt datasets (YOLO labels become COCO ground truth in memory).
 The input size is the checkpoint's trained size (``train.img_size``) or an ONNX file's fixed
 size unless --size is given. Images that cannot be decoded are left out of the score and
@@ -27,6 +29,7 @@ import torch  # noqa: E402
 
 from detector.config import ConfigError  # noqa: E402
 from detector.evaluation import COCOEvaluator, evaluate, format_metrics, save_detections  # noqa: E402
+from detector.evaluation.report import describe_conf, format_pr_table, write_eval_report  # noqa: E402
 from detector.inference import Predictor, TorchBackend  # noqa: E402
 
 
@@ -50,8 +53,15 @@ def parse_args(argv=None):
                     help="evaluate although the data's class names differ from the model's (same number, "
                          "index i scored as the data's class i)")
     ap.add_argument("--save-json", default=None,
-                    help="COCO results JSON to write (default: runs/eval/<weights name>/detections_<split>.json)")
-    return ap.parse_args(argv)
+                    help="COCO results JSON to write (default: runs/eval/<weights name>/detections_<split>.json); "
+                         "the figures go to its folder")
+    ap.add_argument("--report-conf", type=float, default=None,
+                    help="confidence for the P/R/F1 table, confusion matrix and image grids (default: the "
+                         "F1-optimal one stored with the weights, else the F1-optimal one on this split)")
+    args = ap.parse_args(argv)
+    if args.report_conf is not None and not 0.0 <= args.report_conf <= 1.0:
+        ap.error(f"--report-conf must be in [0, 1], got {args.report_conf}")
+    return args
 
 
 def check_names(model_names, data_names, model_what: str, data_what: str, allow: bool = False) -> None:
@@ -114,10 +124,15 @@ def settings(args, loaded: Predictor) -> dict:
     return {"conf_thres": conf, "iou_thres": iou, "max_det": max_det, "batch": batch}
 
 
+def results_path(args) -> Path:
+    """Where the detections go (--save-json, else runs/eval/<weights name>/); figures beside them."""
+    return Path(args.save_json) if args.save_json else (
+        Path("runs") / "eval" / Path(args.weights).stem / f"detections_{args.split}.json")
+
+
 def save_results(args, metrics: dict, summary: dict) -> None:
     """The detections (COCO results JSON) and the metrics beside them."""
-    out = Path(args.save_json) if args.save_json else (
-        Path("runs") / "eval" / Path(args.weights).stem / f"detections_{args.split}.json")
+    out = results_path(args)
     save_detections(metrics["detections"], out)
     summary = dict({k: v for k, v in metrics.items() if k not in ("detections", "summary")}, **summary)
     with open(out.with_name(out.stem + "_metrics.json"), "w", encoding="utf-8") as f:
@@ -152,6 +167,12 @@ def main(argv=None) -> int:
     metrics = evaluate(runner, loader, conf_thres=run["conf_thres"], iou_thres=run["iou_thres"],
                        max_det=run["max_det"], evaluator=evaluator)
     print(format_metrics(metrics))
+    folder = results_path(args).parent
+    report = write_eval_report(evaluator, dataset, folder, conf=args.report_conf,
+                               stored_conf=loaded.runner.stored_conf)
+    print(f"\nprecision / recall / F1 at {describe_conf(report, loaded.weights_kind)}\n"
+          f"{format_pr_table(report['per_class'])}\n"
+          f"figures: {folder}/ ({', '.join(sorted(report['files']))})")
     if metrics["unreadable_images"]:
         print(f"{len(metrics['unreadable_images'])} unreadable image(s) left out of the score: "
               + ", ".join(metrics["unreadable_images"]))
@@ -159,7 +180,8 @@ def main(argv=None) -> int:
         "weights": str(args.weights), "backend": loaded.backend,
         "data": str(data_cfg) if not isinstance(data_cfg, dict) else "inline", "split": args.split,
         "img_size": size, "conf_thres": run["conf_thres"], "iou_thres": run["iou_thres"],
-        "max_det": run["max_det"], "half": args.half})
+        "max_det": run["max_det"], "half": args.half, "report_conf": report["conf"],
+        "report_conf_source": report["conf_source"], "conf_thres_f1_here": report["best_conf"]})
     return 0
 
 

@@ -134,7 +134,8 @@ def main(argv=None) -> int:
         size=(args.size[0], args.size[-1]) if args.size else None, batch=args.batch, dynamic=args.dynamic,
         nms=args.nms, raw=args.raw, half=args.half, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
         max_det=args.max_det, opset=args.opset, device=args.device)
-    exporter = Exporter(weights.model, weights.names, weights.config, options)
+    exporter = Exporter(weights.model, weights.names, weights.config, options,
+                        conf_thres_f1=weights.conf_thres_f1)
     output = args.output or exporter.default_path(args.weights, shipped_config)
     return (export_classifier if classifier is not None else export_detector)(exporter, output, args)
 

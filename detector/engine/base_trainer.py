@@ -282,8 +282,13 @@ class BaseTrainer:
         losses = {k: float(v) for k, v in dist_utils.all_reduce_dict(means).items()}
         epoch_time = time.time() - self.epoch_t0
         interval = self.eval_interval
-        due = self.epoch + 1 == self.cfg.train.epochs or (interval > 0 and (self.epoch + 1) % interval == 0)
+        due = self.final_epoch or (interval > 0 and (self.epoch + 1) % interval == 0)
         self.evaluate_and_save(losses, epoch_time, evaluate=due)
+
+    @property
+    def final_epoch(self) -> bool:
+        """The epoch is the schedule's last: its evaluation (always run) is the final one."""
+        return self.epoch + 1 == self.cfg.train.epochs
 
     # ================================================================== step
     def train_one_step(self, i: int, batch) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from ..config import ConfigError, PathOrDict, to_dict
 from ..models.heads import AUTO_ANCHORS, HeadConfig
+from ..models.state_dict import CONF_KEY, stored_conf
 from . import distributed as dist_utils
 from .base_trainer import BaseTrainer, NonFiniteLossError, StopRequested
 from .checkpoint import load_detector_weights
@@ -58,6 +59,8 @@ class Trainer(BaseTrainer):
         super().__init__(cfg, overrides, resume, progress)
         self._mosaic_closed = False
         self._batch_log = os.environ.get(BATCH_LOG_ENV) or None
+        # the F1-optimal confidence of the latest evaluation: stored in the checkpoints after it
+        self.conf_thres_f1 = stored_conf(self.resume_ckpt or {})
 
     def parse_config(self, cfg, overrides) -> RunConfig:
         return cfg if isinstance(cfg, RunConfig) else parse_run_config(cfg, overrides)
@@ -148,7 +151,10 @@ class Trainer(BaseTrainer):
         return max(1, round(tc.nominal_batch_size / per_step)) if tc.nominal_batch_size else 1
 
     def checkpoint_extras(self, full: bool) -> dict:
-        return {"accumulate": self.accumulate} if full else {}
+        extras = {"accumulate": self.accumulate} if full else {}
+        if self.conf_thres_f1 is not None:  # inference's default threshold (detector.inference.confidence)
+            extras[CONF_KEY] = self.conf_thres_f1
+        return extras
 
     @property
     def resolved_config(self) -> dict:
@@ -225,13 +231,29 @@ class Trainer(BaseTrainer):
 
     # ================================================================== evaluation
     def evaluate_model(self, net) -> Dict[str, float]:
-        """COCO metrics of ``net`` on the val split."""
-        from ..evaluation import evaluate
-        ec = self.cfg.eval
+        """COCO metrics of ``net`` on the val split; keeps its F1-optimal confidence for the
+        checkpoints, and the final evaluation writes its figures into the run folder."""
+        from ..evaluation import COCOEvaluator, evaluate
+        from ..evaluation.curves import confidence_curves
+        ec, ds = self.cfg.eval, self.val_set
+        evaluator = COCOEvaluator(ds.coco_gt(), ds.label_to_cat_id, ds.names)
         result = evaluate(net, self.val_loader, conf_thres=ec.conf_thres, iou_thres=ec.iou_thres,
-                          max_det=ec.max_det, device=self.device, progress=self.progress)
+                          max_det=ec.max_det, device=self.device, progress=self.progress,
+                          evaluator=evaluator)
+        self.conf_thres_f1 = confidence_curves(evaluator).best_conf()[0]
+        if self.final_epoch and self.cfg.train.plots:
+            self._write_eval_report(evaluator)
         metrics = {k: float(result[k]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
                    if k in result}
         LOGGER.info("eval: AP %.4f | AP50 %.4f | AP75 %.4f", metrics.get("AP", float("nan")),
                     metrics.get("AP50", float("nan")), metrics.get("AP75", float("nan")))
         return metrics
+
+    def _write_eval_report(self, evaluator) -> None:
+        """The final evaluation's figures (docs/evaluation.md) in the run folder, and its
+        per-class precision / recall / F1 at the F1-optimal confidence in the log."""
+        from ..evaluation.report import describe_conf, format_pr_table, write_eval_report
+        report = write_eval_report(evaluator, self.val_set, self.run_dir)
+        LOGGER.info("val precision / recall / F1 at %s (saved as %s in last.pt, and in best.pt when "
+                    "this epoch is its best)\n%s\nevaluation figures in %s", describe_conf(report), CONF_KEY,
+                    format_pr_table(report["per_class"]), self.run_dir)

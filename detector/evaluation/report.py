@@ -8,52 +8,56 @@ for the images) and writes into one folder::
     confusion_matrix.png  confusion_matrix_normalized.png  confusion_matrix.csv
     val_batch0_labels_vs_pred.png ...          ground truth | predictions, side by side
 
-The threshold: the confidence that maximises the mean F1 over classes (curves.py) unless the
-caller passes one; the user's value wins. See docs/evaluation.md.
+The threshold: the user's value, else the F1-optimal one stored with the weights (by training,
+:mod:`detector.inference.confidence`), else the confidence that maximises the mean F1 over
+classes on the evaluated split (curves.py). See docs/evaluation.md.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..inference.confidence import DEFAULT_CONF, describe_conf as describe_choice
 from .coco_evaluator import _fmt
 from .confusion import confusion_matrix
 from .curves import confidence_curves, overall_row
 from .image_grids import write_image_grids
 from .plots import plot_confidence_curve, plot_confusion, plot_pr_curve
 
-DEFAULT_CONF = 0.25   # when nothing is detected correctly there is no F1 maximum: the Predictor's default
 CURVE_FILES = {"precision": "P_curve.png", "recall": "R_curve.png", "f1": "F1_curve.png"}
 
 
-def choose_conf(curves, conf: Optional[float]) -> tuple:
-    """(threshold in use, where it comes from: ``user`` / ``f1`` / ``default``)."""
+def choose_conf(curves, conf: Optional[float], stored: Optional[float] = None) -> tuple:
+    """(threshold in use, where it comes from: ``user`` / ``stored`` / ``f1`` / ``default``)."""
     if conf is not None:
         if not 0.0 <= float(conf) <= 1.0:
             raise ValueError(f"confidence threshold must be in [0, 1], got {conf}")
         return float(conf), "user"
+    if stored is not None:
+        return float(stored), "stored"
     best, _ = curves.best_conf()
     return (best, "f1") if best is not None else (DEFAULT_CONF, "default")
 
 
 def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None, iou: float = 0.45,
-                      grids: int = 2) -> Dict[str, Any]:
+                      grids: int = 2, stored_conf: Optional[float] = None) -> Dict[str, Any]:
     """Write every figure of the evaluation into ``out_dir``; the evaluator must be summarized.
 
     ``dataset``: the scored split, for the image grids (None: no grids). ``conf``: the threshold
     for the table, the confusion matrix and the image grids (None = the F1-optimal one); ``iou``:
-    the confusion matrix's matching IoU; ``grids``: how many image grids (6 images each).
+    the confusion matrix's matching IoU; ``grids``: how many image grids (6 images each);
+    ``stored_conf``: the F1-optimal confidence stored with the weights, used when ``conf`` is None.
 
-    Returns ``conf`` (in use) and ``conf_source`` (``user``, ``f1`` or ``default`` when nothing
-    is detected correctly), ``best_conf`` / ``best_f1`` (the F1 optimum, None / 0 without one: the
-    value to store with a checkpoint), ``per_class`` (the evaluator's rows with ``precision``,
-    ``recall``, ``f1`` at ``conf``; precision NaN where nothing is kept), ``overall`` and
-    ``files`` (name -> path written).
+    Returns ``conf`` (in use) and ``conf_source`` (``user``, ``stored``, ``f1`` or ``default``
+    when nothing is detected correctly), ``best_conf`` / ``best_f1`` (the F1 optimum, None / 0
+    without one: the value to store with a checkpoint), ``per_class`` (the evaluator's rows
+    with ``precision``, ``recall``, ``f1`` at ``conf``; precision NaN where nothing is kept),
+    ``overall`` and ``files`` (name -> path written).
     """
     out_dir = Path(out_dir)
     curves = confidence_curves(evaluator)
     best_conf, best_f1 = curves.best_conf()
-    used, source = choose_conf(curves, conf)
+    used, source = choose_conf(curves, conf, stored_conf)
     rows = curves.rows_at(used)
     overall = overall_row(rows)
     files = {name: plot_confidence_curve(curves, what, out_dir / name, used)
@@ -71,15 +75,18 @@ def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None,
             "iou": float(iou), "per_class": rows, "overall": overall, "files": files}
 
 
-def describe_conf(report: Dict[str, Any]) -> str:
-    """One line saying which threshold the table uses and why."""
-    conf = report["conf"]
-    if report["conf_source"] == "user":
-        return f"confidence threshold {conf:.3f} (given)"
-    if report["conf_source"] == "f1":
-        return (f"confidence threshold {conf:.3f} (maximises the mean F1 over classes: "
-                f"{report['best_f1']:.3f})")
-    return f"confidence threshold {conf:.3f} (default: no detection is correct, F1 has no maximum)"
+def describe_conf(report: Dict[str, Any], holder: str = "checkpoint") -> str:
+    """One line saying which threshold the table uses and why (``holder``: the weights' file
+    kind); with a threshold not chosen here, also this split's F1 optimum."""
+    conf, source = report["conf"], report["conf_source"]
+    if source == "f1":
+        return f"conf {conf:.3g} (maximises the mean F1 over classes here: {report['best_f1']:.3f})"
+    if source == "default":
+        return f"conf {conf:.3g} (default: no detection is correct, F1 has no maximum)"
+    line = describe_choice(conf, source, holder)
+    if report["best_conf"] is not None:
+        line += f"; F1-optimal here: {report['best_conf']:.3g} (mean F1 {report['best_f1']:.3f})"
+    return line
 
 
 def format_pr_table(rows: List[Dict[str, Any]]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from torch import nn
 
 from ..config import trained_img_size
+from ..models.state_dict import CONF_KEY
 from .onnx_export import EXPORTED_SECTIONS, export_classifier_onnx, export_onnx, read_metadata
 from .quantize import calibration_images, quantize_onnx
 from .verify import compare_classifier, compare_detector
@@ -50,11 +51,15 @@ class ExportOptions:
         return f"{self.size[0]}x{self.size[1]} batch {self.batch}"
 
 
-def checkpoint_metadata(config: Mapping[str, Any], trained: int) -> Dict[str, Any]:
-    """What an exported file carries from its checkpoint besides the network: the trained size
+def checkpoint_metadata(config: Mapping[str, Any], trained: int,
+                        conf_thres_f1: Optional[float] = None) -> Dict[str, Any]:
+    """What an exported file carries from its checkpoint besides the network: the trained size,
+    the F1-optimal confidence (when the checkpoint stores one: inference's default threshold)
     and the data and eval sections, so that evaluating the file needs no data argument
     (JSON-safe values only; a section that is not is left out)."""
     meta: Dict[str, Any] = {"trained_img_size": trained}
+    if conf_thres_f1 is not None:
+        meta[CONF_KEY] = float(conf_thres_f1)
     for key in EXPORTED_SECTIONS:
         value = config.get(key)
         try:
@@ -67,11 +72,13 @@ def checkpoint_metadata(config: Mapping[str, Any], trained: int) -> Dict[str, An
 
 
 class Exporter:
-    """Exports ``model`` (with ``names`` and the full ``config`` its weights came with)."""
+    """Exports ``model`` (with ``names`` and the full ``config`` its weights came with, and the
+    F1-optimal confidence its checkpoint stores, if any)."""
 
     def __init__(self, model: nn.Module, names: Sequence[str], config: Mapping[str, Any],
-                 options: Optional[ExportOptions] = None):
+                 options: Optional[ExportOptions] = None, conf_thres_f1: Optional[float] = None):
         self.model, self.names, self.config = model, list(names), dict(config)
+        self.conf_thres_f1 = conf_thres_f1
         self.trained_size = trained_img_size(self.config)
         options = options or ExportOptions()
         self.options = replace(options, size=tuple(options.size or (self.trained_size,) * 2))
@@ -94,7 +101,7 @@ class Exporter:
 
     def metadata(self) -> Dict[str, Any]:
         """The checkpoint's part of every detector file's metadata (:func:`checkpoint_metadata`)."""
-        return checkpoint_metadata(self.config, self.trained_size)
+        return checkpoint_metadata(self.config, self.trained_size, self.conf_thres_f1)
 
     def onnx(self, path) -> Path:
         """The detector graph (decoded boxes, raw outputs or NMS inside, per the options)."""

@@ -10,6 +10,8 @@
 - :mod:`.predictor`: :class:`Predictor`, letterbox + backend + NMS on BGR images;
 - :mod:`.tracking`: ids across video frames (ByteTrack, the optional ``track`` extra);
 - :mod:`.results`: per-frame detections as JSON lines (``predict --save-json``).
+- :mod:`.confidence`: which confidence threshold it uses (yours, the F1-optimal one stored with
+  the weights, or 0.25) and the words that say so.
 """
 from .backends import Backend, OnnxBackend, TorchBackend, backend_for  # noqa: F401
 from .predictor import Predictor, open_backend, resolve_img_size  # noqa: F401

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import trained_img_size
 from ..models.postprocess import postprocess, postprocess_numpy
+from ..models.state_dict import stored_conf as read_stored_conf
 
 Predictions = List[Dict[str, np.ndarray]]
 
@@ -54,7 +55,8 @@ class Backend:
     ``name``: ``"pytorch"`` or ``"onnxruntime"``; ``names``: class names; ``config``: the
     config the weights came with (for ONNX: the sections the export recorded);
     ``trained_size``: the size the weights were trained at; ``fixed_size``: (h, w) a file was
-    exported for, or None; ``max_batch``: the largest batch it takes, or None; ``device``.
+    exported for, or None; ``max_batch``: the largest batch it takes, or None; ``device``;
+    ``stored_conf``: the F1-optimal confidence the checkpoint or file stores, or None.
     """
     name: str
     names: List[str]
@@ -65,6 +67,7 @@ class Backend:
     device: torch.device = torch.device("cpu")
     model: Any = None
     nms_in_graph: bool = False  # NMS runs in the graph, with the thresholds set at export
+    stored_conf: Optional[float] = None  # the F1-optimal confidence stored with the weights
 
     def batch_from_letterboxed(self, images: Sequence[np.ndarray]):
         """Letterboxed BGR uint8 images (HxWx3, one size) -> the network's input batch."""
@@ -105,7 +108,8 @@ class TorchBackend(Backend):
     name = "pytorch"
 
     def __init__(self, model: nn.Module, names: Optional[Sequence[str]] = None,
-                 config: Optional[Dict[str, Any]] = None, device=None, half: bool = False):
+                 config: Optional[Dict[str, Any]] = None, device=None, half: bool = False,
+                 stored_conf: Optional[float] = None):
         self.device = torch.device(device) if device is not None else _module_device(model)
         if half and self.device.type != "cuda":
             raise ValueError(f"half precision needs a CUDA device (got {self.device})")
@@ -115,6 +119,7 @@ class TorchBackend(Backend):
         self.names = [str(n) for n in names] if names is not None else [str(i) for i in range(num_classes)]
         self.config = dict(config or {})
         self.trained_size = trained_img_size(self.config)
+        self.stored_conf = stored_conf
 
     def batch_from_letterboxed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         # uint8 crosses to the device, then it is scaled there
@@ -159,6 +164,7 @@ class OnnxBackend(Backend):
         self.trained_size = int(detector.meta.get("trained_img_size") or trained_img_size({}))
         # the checkpoint's data and eval sections, as the export recorded them (eval's defaults)
         self.config = {k: detector.meta[k] for k in EXPORTED_SECTIONS if detector.meta.get(k)}
+        self.stored_conf = read_stored_conf(detector.meta)
 
     @classmethod
     def open(cls, path, device="cpu", threads: Optional[int] = None) -> "OnnxBackend":

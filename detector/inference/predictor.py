@@ -23,6 +23,7 @@ from ..common import Size, to_hw
 from ..config import ConfigError
 from ..data.letterbox import letterbox, unletterbox_boxes
 from .backends import Backend, OnnxBackend, TorchBackend
+from .confidence import describe_conf, pick_conf
 from .weights import ONNX_SUFFIXES, Source, load_detector, resolve_weights
 
 
@@ -48,7 +49,8 @@ def open_backend(source: Source, device: str = "cpu", fuse: bool = True,
     if not isinstance(source, Mapping) and source.suffix.lower() in ONNX_SUFFIXES:
         return OnnxBackend.open(source, device, threads)
     weights = load_detector(source)
-    backend = TorchBackend(weights.model, weights.names, weights.config, device)
+    backend = TorchBackend(weights.model, weights.names, weights.config, device,
+                           stored_conf=weights.conf_thres_f1)
     if fuse:
         backend.model.fuse()
     return backend
@@ -64,21 +66,35 @@ class Predictor:
     (``"pytorch"`` or ``"onnxruntime"``), ``model`` its network, ``config`` the full config
     the weights came with (for ONNX: the ``data`` and ``eval`` sections the export recorded,
     if any); ``img_size`` the input size (see the module docstring).
+
+    ``conf_thres``: None = the F1-optimal confidence stored with the weights, else 0.25
+    (:mod:`.confidence`); ``conf_source`` says which (``user``, ``stored`` or ``default``) and
+    :meth:`describe_conf` says it in words.
     """
 
     def __init__(self, weights_or_cfg: Source, img_size: Optional[Size] = None, device: str = "cpu",
-                 conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
+                 conf_thres: Optional[float] = None, iou_thres: float = 0.45, max_det: int = 300,
                  fuse: bool = True, threads: Optional[int] = None):
-        self.conf_thres, self.iou_thres, self.max_det = conf_thres, iou_thres, max_det
+        self.iou_thres, self.max_det = iou_thres, max_det
         self.source = str(weights_or_cfg) if not isinstance(weights_or_cfg, Mapping) else "<config>"
         self.timing: Dict[str, float] = {"pre": 0.0, "model": 0.0, "post": 0.0}  # ms, last call
         self.runner = open_backend(weights_or_cfg, device, fuse, threads)
+        self.conf_thres, self.conf_source = pick_conf(conf_thres, self.runner.stored_conf)
         self.img_size = resolve_img_size(img_size, self.runner.trained_size, self.runner.fixed_size,
                                          self.source)
 
     @property
     def backend(self) -> str:
         return self.runner.name
+
+    @property
+    def weights_kind(self) -> str:
+        """What holds the weights, in words: ``ONNX file`` or ``checkpoint``."""
+        return "ONNX file" if self.backend == "onnxruntime" else "checkpoint"
+
+    def describe_conf(self) -> str:
+        """``conf 0.313 (F1-optimal on val, stored in the checkpoint)``, ``(yours)`` or ``(default...)``."""
+        return describe_conf(self.conf_thres, self.conf_source, self.weights_kind)
 
     @property
     def model(self):

@@ -18,7 +18,7 @@ from ..common import PathNotFoundError
 from ..config import ConfigError, find_config, load_config
 from ..models.builder import build_model
 from ..models.detector import build_detector
-from ..models.state_dict import load_checkpoint, load_state_strict, model_state
+from ..models.state_dict import load_checkpoint, load_state_strict, model_state, stored_conf
 
 Source = Union[str, os.PathLike, Mapping]
 
@@ -29,10 +29,12 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 
 @dataclass
 class Weights:
-    """A network in eval mode with its class names and the full config it came with."""
+    """A network in eval mode with its class names and the full config it came with;
+    ``conf_thres_f1``: the F1-optimal confidence its checkpoint stores (None: none)."""
     model: nn.Module
     names: List[str]
     config: Dict[str, Any] = field(default_factory=dict)
+    conf_thres_f1: Optional[float] = None
 
 
 def resolve_weights(source: Source) -> Union[Path, Mapping]:
@@ -88,7 +90,7 @@ def _detector_checkpoint(path: Path) -> Weights:
     names = ckpt.get("names") or data_names(cfg)
     if not names or len(names) != model.num_classes:
         names = [str(i) for i in range(model.num_classes)]
-    return Weights(model, [str(n) for n in names], dict(cfg))
+    return Weights(model, [str(n) for n in names], dict(cfg), stored_conf(ckpt))
 
 
 def _detector_config(source) -> Weights:

@@ -8,7 +8,7 @@ not import the trainer's package, so its one home is here; ``detector.engine.che
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -51,6 +51,19 @@ def upgrade_checkpoint(ckpt: dict) -> dict:
                 part["act"] = dict(DARKNET_LEAKY)
         ckpt["format_version"] = 2
     return ckpt
+
+
+#: the confidence that maximised the mean F1 on the val split at the training run's last
+#: evaluation of these weights: a plain float in checkpoints and in an ONNX file's metadata
+CONF_KEY = "conf_thres_f1"
+
+
+def stored_conf(ckpt_or_meta: Mapping[str, Any]) -> Optional[float]:
+    """The F1-optimal confidence stored with the weights, or None (older files have none)."""
+    value = ckpt_or_meta.get(CONF_KEY)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return None
 
 
 def model_state(ckpt: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
