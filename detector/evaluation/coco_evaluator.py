@@ -191,14 +191,15 @@ def save_detections(detections: List[Dict[str, Any]], path) -> Path:
     return path
 
 
-def _fmt(v: float) -> str:
+def fmt_percent(v: float) -> str:
+    """A fraction as a 5-wide percentage; "-" for pycocotools' -1 (nothing to score) or NaN."""
     return "    -" if v is None or v < 0 or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
     """The summary line and the per-class table as plain text (percentages)."""
     head = " ".join(f"{k:>5}" for k in STAT_NAMES[:6])
-    vals = " ".join(_fmt(metrics.get(k, -1)) for k in STAT_NAMES[:6])
+    vals = " ".join(fmt_percent(metrics.get(k, -1)) for k in STAT_NAMES[:6])
     lines = [head, vals]
     unreadable = metrics.get("unreadable_images") or []
     if unreadable:
@@ -210,7 +211,7 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
         lines += ["", f"{'class':<{width}} {'cat_id':>6} {'inst':>5} {'AP':>5} {'AP50':>5}"]
         for r in rows:
             lines.append(f"{str(r['name']):<{width}} {r['category_id']:>6} {r['instances']:>5} "
-                         f"{_fmt(r['AP'])} {_fmt(r['AP50'])}")
+                         f"{fmt_percent(r['AP'])} {fmt_percent(r['AP50'])}")
     timing = metrics.get("timing")
     if timing:
         lines += ["", "time per image (ms): pre-process {pre:.2f}, inference {infer:.2f}, "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..inference.confidence import DEFAULT_CONF, describe_conf as describe_choice
-from .coco_evaluator import _fmt
+from .coco_evaluator import fmt_percent
 from .confusion import confusion_matrix
 from .curves import confidence_curves, overall_row
 from .image_grids import write_image_grids
@@ -96,6 +96,6 @@ def format_pr_table(rows: List[Dict[str, Any]]) -> str:
     width = max(8, max(len(str(r["name"])) for r in rows))
     lines = [f"{'class':<{width}} {'inst':>5} {'P':>5} {'R':>5} {'F1':>5}"]
     for r in [overall_row(rows)] + list(rows):
-        lines.append(f"{str(r['name']):<{width}} {r['instances']:>5} {_fmt(r['precision'])} "
-                     f"{_fmt(r['recall'])} {_fmt(r['f1'])}")
+        lines.append(f"{str(r['name']):<{width}} {r['instances']:>5} {fmt_percent(r['precision'])} "
+                     f"{fmt_percent(r['recall'])} {fmt_percent(r['f1'])}")
     return "\n".join(lines)
