@@ -61,7 +61,11 @@ def test_tiny_run_writes_the_table(tmp_path):
     assert text.startswith("# Results\n\nkept") and "<!-- benchmark:end -->" in text
     row = next(line for line in text.splitlines() if line.startswith("| tiny | 64 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 9 and all(c not in ("-", "n/a") for c in cells)  # every engine ran, INT8 too
+    from detector.benchmark.runner import openvino_available
+
+    # every engine ran, INT8 too (OpenVINO and its INT8 when the extra is installed)
+    assert len(cells) == (11 if openvino_available() else 9) and all(c not in ("-", "n/a") for c in cells)
+    assert "Fastest engine at batch 1" in text and "- tiny @ 64: float32 " in text
     assert float(cells[3]) > 0 and float(cells[5].split()[0]) > 0  # GFLOPs, PyTorch ms
     assert all("(" in c and "-" in c for c in cells[5:])  # median (min-max over rounds)
     pair = next(line for line in text.splitlines() if line.startswith("| resnet10 -> cspresnet10 | 64 |"))
@@ -86,10 +90,11 @@ def test_time_blocks_runs_each_model_in_back_to_back_blocks():
 def test_ort_fp32_and_int8_are_timed_in_the_same_rounds():
     """An INT8-vs-fp32 ratio from two passes minutes apart reads the machine's drift (seen:
     0.72x in one run, 1.06x in the next); one pass makes its rounds pair up in time."""
-    passes = timing_passes(["pytorch", "onnxruntime", "opencv"], 8, int8=True)
+    passes = timing_passes(["pytorch", "onnxruntime", "openvino", "opencv"], 8, ["int8", "openvino-int8"])
     assert passes == [(["pytorch"], 1), (["pytorch"], 8), (["onnxruntime", "int8"], 1),
-                      (["onnxruntime"], 8), (["opencv"], 1), (["opencv"], 8)]
-    assert timing_passes(["onnxruntime"], 0, int8=False) == [(["onnxruntime"], 1)]
+                      (["onnxruntime"], 8), (["openvino", "openvino-int8"], 1), (["openvino"], 8),
+                      (["opencv"], 1), (["opencv"], 8)]
+    assert timing_passes(["onnxruntime"], 0) == [(["onnxruntime"], 1)]
 
 
 def test_peers_include_yolo26n():

@@ -72,7 +72,7 @@ def test_export_cli_int8_runs_in_eval_and_demo_paths(checkpoint, tiny_data, caps
     import onnx
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    # eval / demo open .onnx through Predictor -> OnnxBackend (ONNXRuntimeDetector)
+    # eval / demo open .onnx through Predictor -> ExportedBackend (ONNXRuntimeDetector)
     loaded = Predictor(str(int8))
     assert loaded.backend == "onnxruntime" and loaded.names == NAMES
     x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))

@@ -10,11 +10,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .machine import load_line, machine_line
 from .models import PEERS, Model
 from .ort_profile import POOL_OPS, REORDER_OPS, share_of
+from .runner import INT8_ENGINE
 from .timing import ratio
 
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 FLAGSHIP = "csppelee_efm_sam"
-ENGINE_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ORT", "opencv": "OpenCV", "int8": "ORT INT8"}
+ENGINE_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ORT", "opencv": "OpenCV", "int8": "ORT INT8",
+                "openvino": "OpenVINO", "openvino-int8": "OpenVINO INT8"}
 # The paper's ImageNet figures (docs/paper.md): (params M, BFLOPs) of base -> CSP.
 PAPER = {("peleenet", "csppeleenet"): ((2.79, 1.017), (2.83, 0.888)),
          ("resnet10", "cspresnet10"): ((5.24, 2.273), (2.73, 1.905)),
@@ -45,8 +47,14 @@ class RunSettings:
     shared_note: str = ""
 
     @property
+    def int8_columns(self) -> List[str]:
+        """The INT8 engines timed: ORT's beside ONNX Runtime, OpenVINO's beside OpenVINO."""
+        return [INT8_ENGINE[e] for e in self.engines if e in INT8_ENGINE] if self.int8 else []
+
+    @property
     def with_int8(self) -> bool:
-        return self.int8 and "onnxruntime" in self.engines
+        """Whether ONNX Runtime's INT8 column is in the run."""
+        return "int8" in self.int8_columns
 
 
 @dataclass
@@ -79,7 +87,7 @@ def markdown(run: Run, settings: RunSettings) -> str:
     """The whole section, markers included."""
     lines = [START, ""] + notes(settings) + [""]
     table, errors = speed_table(run, settings)
-    lines += table + peer_lines(run, settings) + pairs_table(run, settings)
+    lines += table + fastest_engine_lines(run, settings) + peer_lines(run, settings) + pairs_table(run, settings)
     lines += targets(run, settings.sizes[0])
     if run.profiles:
         lines += ["", "### ONNX Runtime per-op profile (--profile)", ""]
@@ -101,8 +109,12 @@ def notes(s: RunSettings) -> List[str]:
              f"round runs every model in turn for a block of {s.block} back-to-back runs (median of the "
              f"block), after {s.warmup} warm-up runs. ONNX Runtime sessions share one thread pool. "
              "Random weights (speed does not depend on them), float32"
-             + (", INT8 = static QDQ quantization (per-channel int8 weights, uint8 activations)"
-                if s.with_int8 else "") + ".",
+             + (", ORT INT8 = static QDQ quantization (per-channel int8 weights, uint8 activations)"
+                if s.with_int8 else "")
+             + (", OpenVINO INT8 = NNCF post-training quantization of the same fp32 file"
+                if "openvino-int8" in s.int8_columns else "")
+             + (". OpenVINO runs the fp32 ONNX files with its default precision hint (bf16 on CPUs "
+                "with AMX or AVX-512 BF16, as users get it)" if "openvino" in s.engines else "") + ".",
              f"- Ours: {ours}. "
              "GFLOPs: torch.utils.flop_counter (multiply-add = 2), batch 1, of the trained network. Peak act.: largest "
              "total of activation tensors alive at once in a PyTorch forward (weights excluded).",
@@ -116,7 +128,7 @@ def notes(s: RunSettings) -> List[str]:
 
 def speed_table(run: Run, s: RunSettings) -> Tuple[List[str], List[str]]:
     """One row per detector and size (backbones are in the pairs table); and what did not run."""
-    shown = list(s.engines) + (["int8"] if s.with_int8 else [])
+    shown = list(s.engines) + s.int8_columns
     head = ["model", "size", "params (M)", "GFLOPs", "peak act. (MB)"] + [f"{ENGINE_NAMES[e]} ms" for e in shown]
     if s.throughput_batch:
         head += [f"{ENGINE_NAMES[e]} img/s" for e in s.engines]
@@ -155,12 +167,37 @@ def peer_lines(run: Run, s: RunSettings) -> List[str]:
              + " (Ultralytics, random weights, their export graph with box decoding; ours: the default "
                "export graph, also ending in decoded boxes; NMS is outside every graph)."]
     ours = [m for m in run.models if m.kind == "ours"]
-    if ours and "onnxruntime" in s.engines:
-        s0 = run.sizes_of[ours[0].name][0]
-        lines += ["", f"Ratios at {s0} (ORT fp32, per round, same run): " + "; ".join(
-            f"{o.name} / {p.name} "
-            f"{fmt_ratio(ratio(run.rounds_of, (o.name, s0, 'onnxruntime', 1), (p.name, s0, 'onnxruntime', 1)))}"
-            for o in ours[:1] for p in peers if s0 in run.sizes_of[p.name]) + "."]
+    for engine in ("onnxruntime", "openvino"):
+        if ours and engine in s.engines:
+            s0 = run.sizes_of[ours[0].name][0]
+            lines += ["", f"Ratios at {s0} ({ENGINE_NAMES[engine]} fp32, per round, same run): " + "; ".join(
+                f"{o.name} / {p.name} "
+                f"{fmt_ratio(ratio(run.rounds_of, (o.name, s0, engine, 1), (p.name, s0, engine, 1)))}"
+                for o in ours[:1] for p in peers if s0 in run.sizes_of[p.name]) + "."]
+    return lines
+
+
+def fastest_engine_lines(run: Run, s: RunSettings) -> List[str]:
+    """Which engine runs each detector fastest at batch 1 (float32, and with INT8 too)."""
+    file_engines = [e for e in s.engines if e != "pytorch"]
+    if len(file_engines) < 2:
+        return []
+    lines = ["", "Fastest engine at batch 1 (median ms):"]
+    for m in run.models:
+        if m.kind == "backbone":
+            continue
+        for size in run.sizes_of[m.name]:
+            def best(engines):
+                timed = [(run.results[(m.name, size, e, 1)]["ms"], e) for e in engines
+                         if "ms" in run.results.get((m.name, size, e, 1), {})]
+                return min(timed) if timed else None
+            fp32, any_ = best(s.engines), best(list(s.engines) + s.int8_columns)
+            if fp32 is None:
+                continue
+            text = f"- {m.name} @ {size}: float32 {ENGINE_NAMES[fp32[1]]} ({fp32[0]:.2f} ms)"
+            if any_ and any_ != fp32:
+                text += f"; with INT8 {ENGINE_NAMES[any_[1]]} ({any_[0]:.2f} ms)"
+            lines.append(text)
     return lines
 
 
@@ -230,6 +267,12 @@ def targets(run: Run, size: int) -> List[str]:
         if "yolo11n" in names:
             check(f"{FLAGSHIP} INT8 / yolo11n fp32 @ {size}, ORT",
                   ratio(run.rounds_of, ort(FLAGSHIP, size, "int8"), ort("yolo11n", size)), 0.80)
+            check(f"{FLAGSHIP} / yolo11n @ {size}, OpenVINO fp32",
+                  ratio(run.rounds_of, ort(FLAGSHIP, size, "openvino"), ort("yolo11n", size, "openvino")), 0.85)
+        check(f"{FLAGSHIP} INT8 / its fp32 @ {size}, ORT",
+              ratio(run.rounds_of, ort(FLAGSHIP, size, "int8"), ort(FLAGSHIP, size)), 0.50)
+        check(f"{FLAGSHIP} INT8 / its fp32 @ {size}, OpenVINO",
+              ratio(run.rounds_of, ort(FLAGSHIP, size, "openvino-int8"), ort(FLAGSHIP, size, "openvino")), 0.50)
     prof = run.profiles.get((FLAGSHIP, size, "fp32"))
     if prof:
         share = share_of(prof, REORDER_OPS + POOL_OPS)

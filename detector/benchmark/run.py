@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .int8 import int8_files
+from .int8 import int8_files, openvino_int8_files
 from .memory import peak_activation_bytes
 from .models import Model
-from .runner import make_runner
+from .runner import INT8_ENGINE, make_runner
 from .timing import median_ms, time_blocks
 
 Key = Tuple[str, int, str, int]          # (model, size, engine, batch)
-FileKey = Tuple[str, int, int]           # (model, size, batch); batch -1 = the INT8 file at batch 1
+FileKey = Tuple[str, int, int]           # (model, size, batch); batch -1 / -2 = the ORT / OpenVINO INT8 file
+INT8_BATCH = {"int8": -1, "openvino-int8": -2}  # the file key of each INT8 column (batch 1)
 
 
 def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequence[str], threads: int,
@@ -24,20 +25,20 @@ def benchmark(models: List[Model], sizes_of: Dict[str, List[int]], engines: Sequ
     ``error``), the per-round samples (seconds) and the ONNX files.
     """
     jobs = [(m, s) for m in models for s in sizes_of[m.name]]
-    int8 = int8 and "onnxruntime" in engines  # the INT8 column runs in ONNX Runtime
+    int8_engines = [INT8_ENGINE[e] for e in engines if e in INT8_ENGINE] if int8 else []
     files = measure_and_export(jobs, engines, tp_batch, cache)
     results: Dict[Key, dict] = {}
-    if int8:
-        results.update(add_int8_files(jobs, files))
+    for engine in int8_engines:
+        results.update(add_int8_files(jobs, files, engine))
     rounds_of: Dict[Key, List[float]] = {}
-    for pass_engines, batch in timing_passes(engines, tp_batch, int8):
+    for pass_engines, batch in timing_passes(engines, tp_batch, int8_engines):
         runners = {}
         for engine in pass_engines:
             for m, s in jobs:
                 key = (m.name, s, engine, batch)
                 if key in results:
                     continue
-                path = files.get((m.name, s, -1 if engine == "int8" else batch))
+                path = files.get((m.name, s, INT8_BATCH.get(engine, batch)))
                 try:
                     runners[key] = make_runner(engine, m, path, s, batch, threads)
                 except Exception as e:  # an engine that cannot run a graph: say so in the table
@@ -75,17 +76,20 @@ def measure_and_export(jobs: List[Tuple[Model, int]], engines: Sequence[str], tp
     return files
 
 
-def add_int8_files(jobs: List[Tuple[Model, int]], files: Dict[FileKey, Path]) -> Dict[Key, dict]:
-    """The INT8 twins of the batch-1 files, added to ``files`` under batch -1; returns the
-    error results of those that could not be quantized."""
+def add_int8_files(jobs: List[Tuple[Model, int]], files: Dict[FileKey, Path], engine: str = "int8"
+                   ) -> Dict[Key, dict]:
+    """The INT8 twins for ``engine`` (``int8``: ORT QDQ; ``openvino-int8``: NNCF IR) of the
+    batch-1 files, added to ``files`` under :data:`INT8_BATCH`; returns the error results of
+    those that could not be quantized."""
     errors = {}
-    quantized = int8_files([(files[(m.name, s, 1)], s) for m, s in jobs])
+    make = int8_files if engine == "int8" else openvino_int8_files
+    quantized = make([(files[(m.name, s, 1)], s) for m, s in jobs])
     for m, s in jobs:
         q = quantized.get(files[(m.name, s, 1)])
         if q is None:
-            errors[(m.name, s, "int8", 1)] = {"error": "quantization failed"}
+            errors[(m.name, s, engine, 1)] = {"error": "quantization failed"}
         else:
-            files[(m.name, s, -1)] = q
+            files[(m.name, s, INT8_BATCH[engine])] = q
     return errors
 
 
@@ -96,16 +100,18 @@ def summary(times: List[float], batch: int) -> dict:
             "img_s": batch * 1000.0 / ms, "rounds": len(times)}
 
 
-def timing_passes(engines: Sequence[str], tp_batch: int, int8: bool) -> List[Tuple[List[str], int]]:
+def timing_passes(engines: Sequence[str], tp_batch: int, int8_engines: Sequence[str] = ()
+                  ) -> List[Tuple[List[str], int]]:
     """(engines, batch) timed together, pass after pass. Engines run in separate passes (an idle
-    thread pool of one slows the other down), except ONNX Runtime fp32 and INT8 at batch 1:
-    they share one thread pool, and timing them in the same rounds makes INT8-vs-fp32 ratios
-    (INT8 flagship / YOLO11n fp32) as robust to the machine's drift as the fp32 ones."""
+    thread pool of one slows the other down), except an engine's fp32 and INT8 at batch 1 (ONNX
+    Runtime's share one thread pool, OpenVINO's one CPU plugin): timing them in the same rounds
+    makes INT8-vs-fp32 ratios as robust to the machine's drift as the fp32 ones."""
     passes = []
     for engine in engines:
         for batch in sorted({1, tp_batch} - {0}):
-            both = engine == "onnxruntime" and batch == 1 and int8
-            passes.append((["onnxruntime", "int8"] if both else [engine], batch))
+            q = INT8_ENGINE.get(engine)
+            both = batch == 1 and q in int8_engines
+            passes.append(([engine, q] if both else [engine], batch))
     return passes
 
 
@@ -117,7 +123,7 @@ def profile_files(models: List[Model], sizes_of: Dict[str, List[int]], files: Di
     profiles = {}
     for m in models:
         for s in sizes_of[m.name]:
-            for label, key in (("fp32", (m.name, s, 1)), ("INT8", (m.name, s, -1))):
+            for label, key in (("fp32", (m.name, s, 1)), ("INT8", (m.name, s, INT8_BATCH["int8"]))):
                 if key in files:
                     profiles[(m.name, s, label)] = ort_profile(files[key], s, threads)
     return profiles

@@ -1,9 +1,9 @@
 """One forward of a model in one engine, as a zero-argument callable to time.
 
-How a network runs in PyTorch or ONNX Runtime is the inference backends' (their
-``torch_forward_fn`` / ``session_forward_fn``, which take any network, a peer's too); this
-module only maps the benchmark's engine names onto them (plus OpenCV DNN, which only the
-benchmark times).
+How a network runs in PyTorch, ONNX Runtime or OpenVINO is the inference backends' and the
+export runners' (``torch_forward_fn`` / ``session_forward_fn`` / ``openvino_forward_fn``, which
+take any network, a peer's too); this module only maps the benchmark's engine names onto them
+(plus OpenCV DNN, which only the benchmark times).
 """
 from __future__ import annotations
 
@@ -12,15 +12,32 @@ from typing import Callable, Optional
 
 import numpy as np
 
-ENGINES = ("pytorch", "onnxruntime", "opencv")
+ENGINES = ("pytorch", "onnxruntime", "openvino", "opencv")
 ORT_ENGINES = ("onnxruntime", "int8")  # an INT8 file runs in ONNX Runtime too
+OPENVINO_ENGINES = ("openvino", "openvino-int8")  # fp32 ONNX read by OpenVINO; its NNCF INT8 IR
+INT8_ENGINE = {"onnxruntime": "int8", "openvino": "openvino-int8"}  # each engine's INT8 column
+
+
+def openvino_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_engines() -> list:
+    """The engines this machine can time (OpenVINO only with the openvino extra)."""
+    return [e for e in ENGINES if e != "openvino" or openvino_available()]
 
 
 def make_runner(engine: str, model, onnx_path: Optional[Path], size: int, batch: int,
                 threads: int) -> Callable[[], object]:
     """A zero-argument callable running one forward of ``model`` (a
-    :class:`~detector.benchmark.models.Model`; only PyTorch reads it) or of ``onnx_path`` at
-    (batch, 3, size, size); the ONNX engines run it once first, so that a graph an engine
+    :class:`~detector.benchmark.models.Model`; only PyTorch reads it) or of ``onnx_path`` (an
+    OpenVINO IR for ``openvino-int8``) at (batch, 3, size, size), OpenVINO with its default
+    precision, as users get it; the file engines run it once first, so that a graph an engine
     cannot run fails here (reported per model), not inside the timing loop."""
     x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
     if engine == "pytorch":
@@ -34,6 +51,10 @@ def make_runner(engine: str, model, onnx_path: Optional[Path], size: int, batch:
         from ..inference.backends import session_forward_fn
 
         run = session_forward_fn(make_session(onnx_path, threads=threads, providers=["CPUExecutionProvider"]), x)
+    elif engine in OPENVINO_ENGINES:
+        from ..export.openvino_runtime import compile_openvino, openvino_forward_fn
+
+        run = openvino_forward_fn(compile_openvino(Path(onnx_path), threads), x)
     elif engine == "opencv":
         run = _opencv_forward_fn(onnx_path, x)
     else:

@@ -7,8 +7,9 @@
 
 For every model and input size: parameters, GFLOPs (torch.utils.flop_counter, multiply-add =
 2), peak activation memory (PyTorch), latency at batch 1 (median after warm-up) and throughput
-at batch ``--throughput-batch`` in PyTorch, ONNX Runtime and OpenCV DNN, all with ``--threads``
-threads. Within an engine the models are timed alternately, round after round, so that load
+at batch ``--throughput-batch`` in PyTorch, ONNX Runtime, OpenVINO (with the openvino extra)
+and OpenCV DNN, all with ``--threads`` threads; the table says which engine runs each model
+fastest. Within an engine the models are timed alternately, round after round, so that load
 from other processes hits them all alike; engines run one after another (their idle thread
 pools would otherwise slow each other down), and ONNX Runtime sessions share one global
 thread pool; so ORT's fp32 and INT8 files are timed in the same rounds, and the INT8 ratios
@@ -23,8 +24,10 @@ Ultralytics exports (its box decoding included). Our detectors are timed through
 ``cspdet export`` writes by default, which ends in the decoded boxes too; NMS is outside every
 graph. Latency does not depend on the weights. Our models are timed as deployed: BatchNorm folded and re-parameterised
 (:mod:`detector.models.deploy`); ``--no-deploy`` times the BN-folded training graph instead.
-The INT8 column is ONNX Runtime on the statically quantized file (:mod:`detector.export.quantize`,
-calibrated on random inputs here: speed does not depend on the ranges).
+The INT8 columns are ONNX Runtime on the statically quantized file (:mod:`detector.export.quantize`)
+and OpenVINO on NNCF's INT8 IR (:mod:`detector.export.openvino_export`), both calibrated on
+random inputs here: speed does not depend on the ranges. OpenVINO keeps its default precision
+hint (bf16 on CPUs with AMX or AVX-512 BF16), as a user running it gets.
 
 ``--profile`` prints ONNX Runtime's own per-op profile (kernel time by op type, the share of
 layout reorders and pooling) of every model in the run, e.g.
@@ -45,7 +48,7 @@ import sys
 from pathlib import Path
 
 from ..benchmark.models import PEERS
-from ..benchmark.runner import ENGINES
+from ..benchmark.runner import ENGINES, available_engines, openvino_available
 
 ROOT = Path.cwd()  # outputs go under the folder the command runs in
 DEFAULT_CONFIGS = ["configs/csppelee_efm_sam.yaml", "configs/pelee_efm_sam.yaml", "configs/csppelee_gfm.yaml"]
@@ -58,7 +61,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS, help="our detector configs")
     ap.add_argument("--sizes", type=int, nargs="+", default=[320, 416, 512], help="input sizes")
-    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--engines", nargs="+", default=None, choices=ENGINES,
+                    help="default: every engine installed (openvino needs pip install 'cspdet[openvino]')")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS),
                     help="Ultralytics peers (skipped when ultralytics is not installed)")
     ap.add_argument("--no-peers", action="store_true", help="no peers")
@@ -91,6 +95,12 @@ def parse_args(argv=None):
         args.peers = []
     if args.iters < 1 or args.block < 1:
         ap.error("--iters and --block must be >= 1")
+    if args.engines is None:
+        args.engines = available_engines()
+        if "openvino" not in args.engines:
+            print("note: OpenVINO is not installed, its columns are left out (pip install 'cspdet[openvino]')")
+    elif "openvino" in args.engines and not openvino_available():
+        ap.error("--engines openvino needs OpenVINO and NNCF: pip install 'cspdet[openvino]'")
     return args
 
 

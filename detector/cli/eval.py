@@ -5,6 +5,7 @@
     python tools/eval.py --weights best.pt --data other.yaml --allow-name-mismatch   # same classes, other names
     python tools/eval.py --weights best.pt --data configs/data/coco.yaml --size 416 --batch 16
     python tools/eval.py --weights best_320.onnx                                      # ONNX Runtime, the data it was exported with
+    python tools/eval.py --weights best_320_openvino                                  # OpenVINO (cspdet export --format openvino)
     python tools/eval.py --weights best.pt --device cuda --half
 
 Prints AP, AP50, AP75, APs, APm, APl, a per-class AP table and the time per image split into
@@ -35,7 +36,10 @@ from detector.inference import Predictor, TorchBackend  # noqa: E402
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True, help="checkpoint (.pt) or exported model (.onnx)")
+    ap.add_argument("--weights", required=True,
+                    help="checkpoint (.pt) or exported model (.onnx, or an OpenVINO export folder / .xml)")
+    ap.add_argument("--openvino-precision", choices=["f32", "bf16", "f16"], default=None,
+                    help="OpenVINO's inference precision (default: OpenVINO's own, bf16 on CPUs with AMX)")
     ap.add_argument("--data", default=None, help="data YAML (default: the checkpoint's own data section)")
     ap.add_argument("--split", default="val", help="data split to evaluate (default: val)")
     ap.add_argument("--size", type=int, default=None,
@@ -92,9 +96,10 @@ def open_model(args) -> Predictor:
         raise ConfigError("--half needs a CUDA device (--device cuda); float16 on CPU is slower, not faster")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA GPU is available")
-    loaded = Predictor(args.weights, img_size=args.size, device=args.device, threads=args.threads)
-    if args.half and loaded.backend == "onnxruntime":
-        raise ConfigError("--half applies to PyTorch weights; export the ONNX model with --half instead")
+    loaded = Predictor(args.weights, img_size=args.size, device=args.device, threads=args.threads,
+                       openvino_precision=args.openvino_precision)
+    if args.half and loaded.backend != "pytorch":
+        raise ConfigError("--half applies to PyTorch weights; an exported file runs in the precision it was exported in")
     size = loaded.img_size
     if not isinstance(size, int):
         raise ConfigError(f"{args.weights} takes {size[0]}x{size[1]} input; evaluation letterboxes to a "
@@ -126,8 +131,10 @@ def settings(args, loaded: Predictor) -> dict:
 
 def results_path(args) -> Path:
     """Where the detections go (--save-json, else runs/eval/<weights name>/); figures beside them."""
+    weights = Path(args.weights)
+    name = weights.parent.name if weights.suffix.lower() == ".xml" else weights.stem  # OpenVINO: its folder
     return Path(args.save_json) if args.save_json else (
-        Path("runs") / "eval" / Path(args.weights).stem / f"detections_{args.split}.json")
+        Path("runs") / "eval" / name / f"detections_{args.split}.json")
 
 
 def save_results(args, metrics: dict, summary: dict) -> None:

@@ -7,6 +7,7 @@
     python tools/export.py --weights best.pt --raw                                 # per-level outputs
     python tools/export.py --weights configs/csppelee_efm_sam.yaml                 # random weights (timing)
     python tools/export.py --weights best.pt --int8 --data configs/data/shapes.yaml  # + best_320_int8.onnx
+    python tools/export.py --weights best.pt --format openvino --int8 --data configs/data/bccd.yaml
     python tools/export.py --weights cls.pt                                        # a classifier: logits
 
 The input size defaults to the checkpoint's trained size (``train.img_size``, the rule
@@ -33,6 +34,7 @@ import torch
 
 from detector.config import ConfigError, find_config
 from detector.export.exporter import ExportOptions, Exporter
+from detector.export.openvino_export import OpenVINOUnavailableError
 from detector.export.quantize import QuantizationError
 from detector.inference.weights import load_detector, read_classifier
 
@@ -40,7 +42,9 @@ from detector.inference.weights import load_detector, read_classifier
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="checkpoint (.pt) or detector config (.yaml, random weights)")
-    ap.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    ap.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                    help="onnx, or openvino (the ONNX file plus OpenVINO IR in <name>_openvino/; "
+                         "pip install 'cspdet[openvino]')")
     ap.add_argument("--size", type=int, nargs="+", default=None,
                     help="input side, or height width (multiples of 32); default: the checkpoint's trained size")
     ap.add_argument("--batch", type=int, default=1, help="batch size of a fixed-shape export")
@@ -57,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", "--output", default=None, help="output file (default: next to the weights)")
     ap.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     ap.add_argument("--int8", action="store_true",
-                    help="also write a static INT8 (QDQ, per-channel) file calibrated on --data's train split")
+                    help="also write a static INT8 file calibrated on --data's train split (onnx: QDQ, "
+                         "per-channel, for ONNX Runtime; openvino: NNCF-quantized IR)")
     ap.add_argument("--data", default=None, help="with --int8: data YAML whose train split calibrates")
     ap.add_argument("--calib-images", type=int, default=64, help="with --int8: number of calibration images")
     return ap
@@ -79,6 +84,8 @@ def check_flags(ap: argparse.ArgumentParser, args) -> None:
         ap.error("--int8 needs calibration images: pass --data configs/data/<name>.yaml (its train split)")
     if args.int8 and args.calib_images < 1:
         ap.error("--calib-images must be >= 1")
+    if args.format == "openvino" and (args.half or args.nms):
+        ap.error("--format openvino converts the float32 graph without NMS: drop --half / --nms")
 
 
 def export_classifier(exporter: Exporter, output: str, args) -> int:
@@ -101,6 +108,8 @@ def export_detector(exporter: Exporter, output: str, args) -> int:
               f"{exporter.options.describe()}{form}); onnx.checker: ok")
         if not args.no_verify:
             print("check against PyTorch:", exporter.check(path))
+        if args.format == "openvino":
+            return export_openvino(exporter, path, calib, args)
         if args.int8:
             qpath = exporter.int8(path, calib, args.data)
             print(f"exported {qpath} (INT8 static QDQ, per-channel, calibrated on {len(calib)} images of "
@@ -108,9 +117,25 @@ def export_detector(exporter: Exporter, output: str, args) -> int:
             if not args.no_verify:
                 check = exporter.check(qpath).replace("max abs difference", "max abs difference (quantized)")
                 print("INT8 check against PyTorch:", check)
-    except QuantizationError as e:
+    except (QuantizationError, OpenVINOUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def export_openvino(exporter: Exporter, onnx_path, calib, args) -> int:
+    """The OpenVINO IR of the ONNX file just written (and its NNCF INT8 twin with --int8)."""
+    xml = exporter.openvino(onnx_path)
+    print(f"exported {xml.parent}/ (OpenVINO IR, float32 weights; runs in eval, predict and the demo)")
+    if not args.no_verify:
+        print("OpenVINO check against PyTorch (f32):", exporter.check(xml))
+    if args.int8:
+        qxml = exporter.openvino_int8(onnx_path, calib, args.data)
+        print(f"exported {qxml.parent}/ (OpenVINO IR, INT8 by NNCF, calibrated on {len(calib)} images of "
+              f"{args.data} train)")
+        if not args.no_verify:
+            print("OpenVINO INT8 check against PyTorch:",
+                  exporter.check(qxml).replace("max abs difference", "max abs difference (quantized)"))
     return 0
 
 
@@ -127,8 +152,8 @@ def main(argv=None) -> int:
         classifier = read_classifier(args.weights)
     except ConfigError as e:
         ap.error(str(e))
-    if classifier is not None and (args.nms or args.int8 or args.half):
-        ap.error("a classifier exports its logits only (no --nms / --int8 / --half)")
+    if classifier is not None and (args.nms or args.int8 or args.half or args.format != "onnx"):
+        ap.error("a classifier exports its logits to ONNX only (no --nms / --int8 / --half / --format openvino)")
     weights = classifier or load_detector(args.weights)
     options = ExportOptions(
         size=(args.size[0], args.size[-1]) if args.size else None, batch=args.batch, dynamic=args.dynamic,

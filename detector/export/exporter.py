@@ -2,7 +2,8 @@
 
 :class:`Exporter` holds the network (a detector or a classifier), its class names and config,
 and the export options; :meth:`~Exporter.onnx` (the detector graph), :meth:`~Exporter.int8`
-(its statically quantized twin) and :meth:`~Exporter.classifier` (a classifier's logits)
+(its statically quantized twin), :meth:`~Exporter.openvino` and :meth:`~Exporter.openvino_int8`
+(the same graph as OpenVINO IR, fp32 and NNCF INT8) and :meth:`~Exporter.classifier` (a classifier's logits)
 each write one file through the one metadata writer
 (:func:`~detector.export.onnx_export.write_metadata`), and :meth:`~Exporter.check` compares a
 written file with PyTorch (:mod:`.verify`). Loading the weights is the caller's business
@@ -71,6 +72,12 @@ def checkpoint_metadata(config: Mapping[str, Any], trained: int,
     return meta
 
 
+def openvino_folder(onnx_path) -> Path:
+    """Where an OpenVINO export of ``onnx_path`` goes by default: ``<stem>_openvino/`` beside it."""
+    stem, _ = os.path.splitext(str(onnx_path))
+    return Path(stem + "_openvino")
+
+
 class Exporter:
     """Exports ``model`` (with ``names`` and the full ``config`` its weights came with, and the
     F1-optimal confidence its checkpoint stores, if any)."""
@@ -122,6 +129,22 @@ class Exporter:
         calib = {"data": str(data), "split": "train", "images": int(len(calibration))}
         return quantize_onnx(fp32_path, out, calibration, extra_meta={"calibration": calib})
 
+    def openvino(self, onnx_path, folder=None) -> Path:
+        """The fp32 file :meth:`onnx` wrote as OpenVINO IR (``<name>_openvino/model.xml``
+        beside it unless ``folder``); returns the ``.xml``."""
+        from .openvino_export import export_openvino
+
+        return export_openvino(onnx_path, folder or openvino_folder(onnx_path))
+
+    def openvino_int8(self, onnx_path, calibration: np.ndarray, data, folder=None) -> Path:
+        """The NNCF-quantized INT8 twin of the fp32 file :meth:`onnx` wrote, as OpenVINO IR
+        (``<name>_int8_openvino/model.xml`` beside it unless ``folder``)."""
+        from .openvino_export import quantize_openvino
+
+        calib = {"data": str(data), "split": "train", "images": int(len(calibration))}
+        folder = folder or openvino_folder(os.path.splitext(str(onnx_path))[0] + "_int8.onnx")
+        return quantize_openvino(onnx_path, folder, calibration, extra_meta={"calibration": calib})
+
     def classifier(self, path) -> Path:
         """A classifier's graph: input ``images``, output ``logits``."""
         o = self.options
@@ -131,7 +154,14 @@ class Exporter:
     def check(self, path) -> str:
         """One line: how far a file written here is from PyTorch on a random input (an INT8
         file on a batch of one)."""
-        o, meta = self.options, read_metadata(path)
+        o = self.options
+        if str(path).endswith(".xml"):  # an OpenVINO export, compared in float32
+            from .openvino_runtime import OpenVINODetector
+
+            runner = OpenVINODetector(path, precision="f32")
+            batch = 1 if o.dynamic or runner.meta.get("int8") else o.batch
+            return compare_detector(self.model, runner, self.size, batch, o.conf_thres, o.iou_thres, o.max_det)
+        meta = read_metadata(path)
         if meta.get("task") == "classify":
             return compare_classifier(self.model, path, self.size)
         batch = 1 if o.dynamic or meta.get("int8") else o.batch

@@ -1,6 +1,8 @@
-"""ONNX Runtime backend for exported detectors (evaluation, demo, benchmark).
+"""Running exported detector files (evaluation, demo, benchmark), and ONNX Runtime's runner.
 
-:class:`ONNXRuntimeDetector` runs any of the three export forms (:mod:`.onnx_export`):
+:class:`ExportedDetector` is what every engine's runner shares (metadata, input checks,
+decoding, final boxes); :class:`ONNXRuntimeDetector` runs an ``.onnx`` file in ONNX Runtime,
+:class:`~.openvino_runtime.OpenVINODetector` an OpenVINO export. Each runs any of the three export forms (:mod:`.onnx_export`):
 ``det.predict(x)`` gives final boxes, ``det.decoded(x)`` the decoded (B, N, 5+C) array. The
 default (decoded) form needs no large torch op per frame: the confidence filter runs in numpy
 and only its few candidates reach NMS (:func:`detector.models.postprocess.postprocess_numpy`),
@@ -84,23 +86,20 @@ def make_session(path, threads: Optional[int] = None, providers: Optional[Sequen
     return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
 
 
-class ONNXRuntimeDetector:
-    """An exported detector run by ONNX Runtime, with the PyTorch detector's interface."""
+class ExportedDetector:
+    """What every runner of an exported detector file shares, whatever the engine: the
+    ``cspdet`` metadata (classes, strides, graph end, fixed size and batch), input checks,
+    padding to a fixed batch, decoding of raw outputs and the final boxes. An engine
+    (:class:`ONNXRuntimeDetector`, :class:`~.openvino_runtime.OpenVINODetector`) only opens the
+    file and runs the graph (:meth:`_run_graph`)."""
 
-    def __init__(self, path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
-        path = Path(path)
-        if not path.is_file():
-            raise PathNotFoundError(f"ONNX model not found: {path}")
-        self.path = path
-        self.meta = read_metadata(path)
+    engine = ""
+
+    def _read_meta(self, path: Path, meta: dict) -> None:
+        self.path, self.meta = path, meta
         if not self.meta:
-            raise ModelFileError(f"{path} was not exported by tools/export.py (no '{'cspdet'}' metadata); "
-                             "cannot tell its classes and box decoding")
-        self.session = make_session(path, threads, providers)
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
-        self.output_names = [o.name for o in self.session.get_outputs()]
+            raise ModelFileError(f"{path} was not exported by cspdet export (no 'cspdet' metadata); "
+                                 "cannot tell its classes and box decoding")
         self.names: List[str] = list(self.meta["names"])
         self.num_classes = int(self.meta["num_classes"])
         self.strides = list(self.meta["strides"])
@@ -110,10 +109,15 @@ class ONNXRuntimeDetector:
         size = self.meta.get("img_size")
         self.img_size = tuple(size) if size else None  # (h, w) for a fixed-size export
         self.batch = self.meta.get("batch")
+        self.input_dtype = np.float32
         self._decoder = None
 
+    def _run_graph(self, x: np.ndarray) -> List[np.ndarray]:
+        """The graph's outputs for a checked, padded input batch (the engine's part)."""
+        raise NotImplementedError
+
     def __repr__(self):
-        return f"ONNXRuntimeDetector({self.path.name}, outputs={self.outputs}, size={self.img_size})"
+        return f"{type(self).__name__}({self.path.name}, outputs={self.outputs}, size={self.img_size})"
 
     def _check_input(self, x) -> np.ndarray:
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -136,7 +140,7 @@ class ONNXRuntimeDetector:
         n = x.shape[0]
         if self.batch and n < self.batch:
             x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), x.dtype)])
-        outs = self.session.run(self.output_names, {self.input_name: x})
+        outs = self._run_graph(x)
         if self.batch and n < self.batch:
             outs = [o[o[:, 0] < n] for o in outs] if self.has_nms else [o[:n] for o in outs]
         return outs
@@ -188,3 +192,23 @@ class ONNXRuntimeDetector:
 
         conf = 0.25 if conf_thres is None else conf_thres
         return postprocess_numpy(self.decoded(x), conf, iou_thres, max_det, multi_label)
+
+
+class ONNXRuntimeDetector(ExportedDetector):
+    """An exported detector run by ONNX Runtime, with the PyTorch detector's interface."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None):
+        path = Path(path)
+        if not path.is_file():
+            raise PathNotFoundError(f"ONNX model not found: {path}")
+        self._read_meta(path, read_metadata(path))
+        self.session = make_session(path, threads, providers)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _run_graph(self, x: np.ndarray) -> List[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: x})

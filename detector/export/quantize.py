@@ -93,7 +93,7 @@ class _Reader:
         self.i = 0
 
 
-def _output_nodes(model) -> List[str]:
+def float_tail_nodes(model) -> List[str]:
     """The nodes to keep float: the prediction convs and everything after them (the box
     decoding of a decoded export), found by walking back from the graph outputs to the first
     Conv on each path. Pixel coordinates in 8 bits would cost more AP than they save time."""
@@ -213,7 +213,7 @@ def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: boo
     if dims[2:] != [None, None] and list(calibration.shape[2:]) != dims[2:]:
         raise QuantizationError(f"calibration images are {calibration.shape[2]}x{calibration.shape[3]}, "
                                 f"the model takes {dims[2]}x{dims[3]}")
-    exclude = _output_nodes(model) if keep_outputs_float else []
+    exclude = float_tail_nodes(model) if keep_outputs_float else []
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if global_thread_pool() is not None:
         # ORT's quantizer opens its own sessions, which a process-wide thread pool refuses
@@ -300,5 +300,5 @@ def _quantize(fp32_path: Path, out_path: Path, calibration, per_channel, exclude
                                     f"{type(e).__name__}: {e}") from e
 
 
-__all__ = ["QuantizationError", "calibration_images", "concat_range_groups", "quantize_onnx",
+__all__ = ["QuantizationError", "calibration_images", "concat_range_groups", "float_tail_nodes", "quantize_onnx",
            "quantize_many"]

@@ -1,6 +1,6 @@
 """An exported file against the PyTorch network it came from, on one random input.
 
-Each check returns one line saying how far ONNX Runtime is from PyTorch (the export tool prints
+Each check returns one line saying how far the engine (ONNX Runtime, or a given runner) is from PyTorch (the export tool prints
 it); the network is compared as trained, not in its deployed form, so the line covers the
 re-parameterisation too.
 """
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .onnx_export import DetectorWithNMS
-from .onnx_runtime import ONNXRuntimeDetector, make_session
+from .onnx_runtime import ExportedDetector, ONNXRuntimeDetector, make_session
 
 
 def _random_input(batch: int, size: Tuple[int, int]) -> torch.Tensor:
@@ -33,8 +33,9 @@ def compare_classifier(model: nn.Module, path, size: Tuple[int, int]) -> str:
 def compare_detector(model: nn.Module, path, size: Tuple[int, int], batch: int = 1,
                      conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 100) -> str:
     """The file's outputs (decoded, raw or final boxes: read from its metadata) against the
-    same outputs of ``model``; the thresholds are those an NMS graph was exported with."""
-    ort_model = ONNXRuntimeDetector(path)
+    same outputs of ``model``; the thresholds are those an NMS graph was exported with.
+    ``path``: an ONNX file, or a runner of an exported file in another engine."""
+    ort_model = path if isinstance(path, ExportedDetector) else ONNXRuntimeDetector(path)
     if ort_model.input_dtype.__name__ == "float16":
         return "float16 export: not compared on this machine"
     x = _random_input(batch, size)

@@ -13,7 +13,7 @@
 - :mod:`.confidence`: which confidence threshold it uses (yours, the F1-optimal one stored with
   the weights, or 0.25) and the words that say so.
 """
-from .backends import Backend, OnnxBackend, TorchBackend, backend_for  # noqa: F401
+from .backends import Backend, ExportedBackend, TorchBackend, backend_for  # noqa: F401
 from .predictor import Predictor, open_backend, resolve_img_size  # noqa: F401
 from .weights import (CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, Weights, load_classifier,  # noqa: F401
                       load_detector, read_classifier)

@@ -1,8 +1,9 @@
 """The two ways to run a detector network, behind one interface.
 
 :class:`TorchBackend` runs a PyTorch :class:`~detector.models.detector.Detector`;
-:class:`OnnxBackend` an exported file in ONNX Runtime
-(:class:`~detector.export.onnx_runtime.ONNXRuntimeDetector`, any of the three export forms).
+:class:`ExportedBackend` an exported file in ONNX Runtime
+(:class:`~detector.export.onnx_runtime.ONNXRuntimeDetector`, any of the three export forms) or
+in OpenVINO (:class:`~detector.export.openvino_runtime.OpenVINODetector`).
 Inference (:class:`~.predictor.Predictor`), evaluation and the demo run every batch through the
 same four steps, so the engine is chosen once, where the model is opened:
 
@@ -52,7 +53,7 @@ def session_forward_fn(session, x: np.ndarray) -> Callable[[], Any]:
 class Backend:
     """What inference, evaluation and the demo need of an engine (module docstring).
 
-    ``name``: ``"pytorch"`` or ``"onnxruntime"``; ``names``: class names; ``config``: the
+    ``name``: ``"pytorch"``, ``"onnxruntime"`` or ``"openvino"``; ``names``: class names; ``config``: the
     config the weights came with (for ONNX: the sections the export recorded);
     ``trained_size``: the size the weights were trained at; ``fixed_size``: (h, w) a file was
     exported for, or None; ``max_batch``: the largest batch it takes, or None; ``device``;
@@ -148,13 +149,12 @@ class TorchBackend(Backend):
             torch.cuda.synchronize(self.device)
 
 
-class OnnxBackend(Backend):
-    """An exported file in ONNX Runtime (host arrays in, host arrays out)."""
-
-    name = "onnxruntime"
+class ExportedBackend(Backend):
+    """An exported file in ONNX Runtime or OpenVINO (host arrays in, host arrays out)."""
 
     def __init__(self, detector):
-        """``detector``: an :class:`~detector.export.onnx_runtime.ONNXRuntimeDetector`."""
+        """``detector``: an :class:`~detector.export.onnx_runtime.ExportedDetector` (the ONNX
+        Runtime or the OpenVINO runner)."""
         from ..export.onnx_export import EXPORTED_SECTIONS
 
         self.model = detector
@@ -166,10 +166,26 @@ class OnnxBackend(Backend):
         self.config = {k: detector.meta[k] for k in EXPORTED_SECTIONS if detector.meta.get(k)}
         self.stored_conf = read_stored_conf(detector.meta)
 
+    @property
+    def name(self) -> str:
+        """The engine: ``"onnxruntime"`` or ``"openvino"``."""
+        return self.model.engine
+
     @classmethod
-    def open(cls, path, device="cpu", threads: Optional[int] = None) -> "OnnxBackend":
-        """``path`` in ONNX Runtime: the CUDA provider first when ``device`` is a GPU."""
+    def open(cls, path, device="cpu", threads: Optional[int] = None,
+             openvino_precision: Optional[str] = None) -> "ExportedBackend":
+        """An OpenVINO export (its folder or ``.xml``) in OpenVINO on the CPU (``openvino_precision``:
+        its inference precision hint, None = OpenVINO's default); an ``.onnx`` file in ONNX
+        Runtime, the CUDA provider first when ``device`` is a GPU."""
         from ..export.onnx_runtime import ONNXRuntimeDetector
+        from ..export.openvino_export import is_openvino_path
+
+        if is_openvino_path(path):
+            from ..export.openvino_runtime import OpenVINODetector
+
+            if torch.device(device).type != "cpu":
+                raise ValueError(f"OpenVINO exports run on the CPU here (device '{device}' asked)")
+            return cls(OpenVINODetector(path, threads=threads, precision=openvino_precision))
 
         providers = ["CPUExecutionProvider"]
         if torch.device(device).type == "cuda":
@@ -213,7 +229,7 @@ def _module_device(model: nn.Module) -> torch.device:
 @contextlib.contextmanager
 def backend_for(model, device=None, half: bool = False) -> Iterator[Backend]:
     """``model`` as a :class:`Backend`: a backend as it is, an ``ONNXRuntimeDetector`` in
-    :class:`OnnxBackend`, a PyTorch detector in :class:`TorchBackend` (put in eval mode and
+    :class:`ExportedBackend`, a PyTorch detector in :class:`TorchBackend` (put in eval mode and
     on ``device`` for the block, its training mode restored after)."""
     if isinstance(model, Backend):
         yield model
@@ -227,4 +243,4 @@ def backend_for(model, device=None, half: bool = False) -> Iterator[Backend]:
         if half:
             raise ValueError("half applies to PyTorch models; an ONNX file runs in the precision "
                              "it was exported in")
-        yield OnnxBackend(model)
+        yield ExportedBackend(model)

@@ -22,7 +22,8 @@ import torch
 from ..common import Size, to_hw
 from ..config import ConfigError
 from ..data.letterbox import letterbox, unletterbox_boxes
-from .backends import Backend, OnnxBackend, TorchBackend
+from ..export.openvino_export import is_openvino_path
+from .backends import Backend, ExportedBackend, TorchBackend
 from .confidence import describe_conf, pick_conf
 from .weights import ONNX_SUFFIXES, Source, load_detector, resolve_weights
 
@@ -41,13 +42,14 @@ def resolve_img_size(requested: Optional[Size], trained: Size, fixed: Optional[S
 
 
 def open_backend(source: Source, device: str = "cpu", fuse: bool = True,
-                 threads: Optional[int] = None) -> Backend:
-    """``.onnx`` -> :class:`OnnxBackend` (``threads`` intra-op threads); a checkpoint or a
+                 threads: Optional[int] = None, openvino_precision: Optional[str] = None) -> Backend:
+    """``.onnx`` or an OpenVINO export (folder or ``.xml``) -> :class:`ExportedBackend`
+    (``threads`` engine threads; ``openvino_precision``: OpenVINO's precision hint); a checkpoint or a
     config (by path or shipped name; random weights) -> :class:`TorchBackend` on ``device``,
     BatchNorm folded and re-parameterised when ``fuse``."""
     source = resolve_weights(source)
-    if not isinstance(source, Mapping) and source.suffix.lower() in ONNX_SUFFIXES:
-        return OnnxBackend.open(source, device, threads)
+    if not isinstance(source, Mapping) and (source.suffix.lower() in ONNX_SUFFIXES or is_openvino_path(source)):
+        return ExportedBackend.open(source, device, threads, openvino_precision)
     weights = load_detector(source)
     backend = TorchBackend(weights.model, weights.names, weights.config, device,
                            stored_conf=weights.conf_thres_f1)
@@ -74,11 +76,11 @@ class Predictor:
 
     def __init__(self, weights_or_cfg: Source, img_size: Optional[Size] = None, device: str = "cpu",
                  conf_thres: Optional[float] = None, iou_thres: float = 0.45, max_det: int = 300,
-                 fuse: bool = True, threads: Optional[int] = None):
+                 fuse: bool = True, threads: Optional[int] = None, openvino_precision: Optional[str] = None):
         self.iou_thres, self.max_det = iou_thres, max_det
         self.source = str(weights_or_cfg) if not isinstance(weights_or_cfg, Mapping) else "<config>"
         self.timing: Dict[str, float] = {"pre": 0.0, "model": 0.0, "post": 0.0}  # ms, last call
-        self.runner = open_backend(weights_or_cfg, device, fuse, threads)
+        self.runner = open_backend(weights_or_cfg, device, fuse, threads, openvino_precision)
         self.conf_thres, self.conf_source = pick_conf(conf_thres, self.runner.stored_conf)
         self.img_size = resolve_img_size(img_size, self.runner.trained_size, self.runner.fixed_size,
                                          self.source)
@@ -89,8 +91,8 @@ class Predictor:
 
     @property
     def weights_kind(self) -> str:
-        """What holds the weights, in words: ``ONNX file`` or ``checkpoint``."""
-        return "ONNX file" if self.backend == "onnxruntime" else "checkpoint"
+        """What holds the weights, in words: ``ONNX file``, ``OpenVINO file`` or ``checkpoint``."""
+        return {"onnxruntime": "ONNX file", "openvino": "OpenVINO file"}.get(self.backend, "checkpoint")
 
     def describe_conf(self) -> str:
         """``conf 0.313 (F1-optimal on val, stored in the checkpoint)``, ``(yours)`` or ``(default...)``."""
@@ -98,7 +100,7 @@ class Predictor:
 
     @property
     def model(self):
-        """The network: a PyTorch detector or an ``ONNXRuntimeDetector``."""
+        """The network: a PyTorch detector or an exported file's runner (ONNX Runtime, OpenVINO)."""
         return self.runner.model
 
     @property
