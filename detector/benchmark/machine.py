@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 # module -> the name a line shows
 LIBRARY_NAMES = {"torch": "torch", "onnxruntime": "onnxruntime", "cv2": "OpenCV", "ultralytics": "ultralytics"}
-BENCHMARK_LIBRARIES = ("torch", "onnxruntime", "cv2", "ultralytics")
+BENCHMARK_LIBRARIES = ("torch", "onnxruntime", "openvino", "cv2", "ultralytics")
 
 
 def machine_line(threads: Optional[int] = None, libraries: Sequence[str] = BENCHMARK_LIBRARIES,
