@@ -132,3 +132,25 @@ def test_without_openvino_the_export_says_how_to_install(shapes_checkpoint, monk
     _, ckpt = shapes_checkpoint
     assert tool.main(["--weights", str(ckpt), "--format", "openvino", "--no-verify"]) == 2
     assert "pip install 'cspdet[openvino]'" in capsys.readouterr().err
+
+
+def test_without_openvino_eval_of_an_openvino_folder_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    from detector.cli import run_command
+
+    folder = tmp_path / "best_320_openvino"
+    folder.mkdir()
+    (folder / "model.xml").write_text("<net/>")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert run_command("eval", ["--weights", str(folder)]) == 2
+    assert "pip install 'cspdet[openvino]'" in capsys.readouterr().err
+
+
+def test_a_folder_with_two_models_is_refused_by_name(tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO tests need the extra: pip install 'cspdet[openvino]'")
+    from detector.export.onnx_runtime import ModelFileError
+    from detector.export.openvino_runtime import OpenVINODetector
+
+    for name in ("a.xml", "b.xml"):
+        (tmp_path / name).write_text("<net/>")
+    with pytest.raises(ModelFileError, match="one .xml model file, found 2"):
+        OpenVINODetector(tmp_path)

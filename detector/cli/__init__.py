@@ -59,6 +59,7 @@ USER_ERRORS = (
     ("detector.cli.demo", "DemoError"),
     ("detector.export.onnx_runtime", "ModelFileError"),
     ("detector.export.quantize", "QuantizationError"),
+    ("detector.export.openvino_export", "OpenVINOUnavailableError"),
 )
 
 

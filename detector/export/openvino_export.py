@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .onnx_export import METADATA_KEY, read_metadata
+from .onnx_runtime import ModelFileError
 from .quantize import QuantizationError, float_tail_nodes
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ def model_file(path) -> Path:
     if path.is_dir():
         xmls = sorted(path.glob("*.xml"))
         if len(xmls) != 1:
-            raise FileNotFoundError(f"{path}: an OpenVINO export folder holds one .xml model file, "
-                                    f"found {len(xmls)}")
+            raise ModelFileError(f"{path}: an OpenVINO export folder holds one .xml model file, "
+                                 f"found {len(xmls)}")
         return xmls[0]
     return path
 
