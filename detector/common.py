@@ -12,6 +12,27 @@ class PathNotFoundError(FileNotFoundError):
     inside the library, which is a bug and keeps its traceback."""
 
 
+class OutputNotWritableError(OSError):
+    """An output folder the user named (a run folder, an eval or export destination) cannot be
+    created or written: a user error the CLI says in one line (exit 2)."""
+
+
+def ensure_writable_dir(path, what: str = "output"):
+    """``path`` as a folder that exists and can be written (created with its parents);
+    :class:`OutputNotWritableError` naming ``what`` and the reason otherwise."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputNotWritableError(f"cannot create the {what} folder {path}: {e.strerror or e}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(f"cannot write to the {what} folder {path}: permission denied")
+    return path
+
+
 def to_hw(size: Size) -> Tuple[int, int]:
     """An int (square) or an (h, w) pair -> (h, w) ints."""
     if isinstance(size, int):

@@ -157,3 +157,26 @@ def test_a_broken_pipe_other_than_stdout_is_not_swallowed(monkeypatch):
     monkeypatch.setattr(tool, "main", broken)
     with pytest.raises(BrokenPipeError):
         run_command("model-info", [])
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_message(tmp_path, capsys, small_checkpoint, tiny_data):
+    """A run, eval or export folder under a file (or on a read-only disk) is a user error said
+    before any work is done, not a traceback at the end of it."""
+    import json
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be")
+    data_yaml = tmp_path / "tiny.yaml"
+    data_yaml.write_text(json.dumps(tiny_data))
+    cases = {
+        "export": ["--weights", str(small_checkpoint), "-o", str(blocker / "m.onnx"), "--no-verify"],
+        "eval": ["--weights", str(small_checkpoint), "--data", str(data_yaml),
+                 "--save-json", str(blocker / "det.json")],
+        "train": ["--cfg", "csppelee_efm_sam", f"data={data_yaml}", "train.epochs=1", "train.img_size=64",
+                  "train.workers=0", f"train.save_dir={blocker / 'runs'}"],
+    }
+    for name, argv in cases.items():
+        status = run_command(name, argv)
+        err = capsys.readouterr().err
+        assert status == 2, (name, err)
+        assert "cannot create the" in err and "not_a_folder" in err and "Traceback" not in err, (name, err)

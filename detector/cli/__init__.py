@@ -51,6 +51,7 @@ def usage() -> str:
 # the traceback for user errors too.
 USER_ERRORS = (
     ("detector.common", "PathNotFoundError"),
+    ("detector.common", "OutputNotWritableError"),
     ("detector.config", "ConfigError"),
     ("detector.engine.checkpoint", "CheckpointError"),
     ("detector.data.config", "DatasetNotFoundError"),

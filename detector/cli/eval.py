@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch  # noqa: E402
 
+from detector.common import ensure_writable_dir  # noqa: E402
 from detector.config import ConfigError  # noqa: E402
 from detector.evaluation import COCOEvaluator, evaluate, format_metrics, save_detections  # noqa: E402
 from detector.evaluation.report import describe_conf, format_pr_table, write_eval_report  # noqa: E402
@@ -150,6 +151,7 @@ def save_results(args, metrics: dict, summary: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ensure_writable_dir(results_path(args).parent, "eval output")  # before the work, not after it
     loaded = open_model(args)
     data_cfg = args.data or loaded.config.get("data")
     if data_cfg is None:

@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import torch
 
+from detector.common import ensure_writable_dir
 from detector.config import ConfigError, find_config
 from detector.export.exporter import ExportOptions, Exporter
 from detector.export.openvino_export import OpenVINOUnavailableError
@@ -162,6 +164,7 @@ def main(argv=None) -> int:
     exporter = Exporter(weights.model, weights.names, weights.config, options,
                         conf_thres_f1=weights.conf_thres_f1)
     output = args.output or exporter.default_path(args.weights, shipped_config)
+    ensure_writable_dir(Path(output).resolve().parent, "export output")  # e.g. weights in a read-only folder
     return (export_classifier if classifier is not None else export_detector)(exporter, output, args)
 
 

@@ -36,6 +36,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from ..common import ensure_writable_dir
 from ..config import ConfigError, save_config
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
@@ -247,7 +248,7 @@ class BaseTrainer:
     def _setup_run_files(self) -> None:
         """Rank 0: the run folder, ``train.log``, ``config.yaml``, the results logger."""
         tc = self.cfg.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(self.run_dir, "run")
         self._log_handler = log_to_file(self.run_dir / "train.log")
         self.logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, plots=tc.plots,
                                 columns=self.CSV_COLUMNS, plotted=self.PLOTTED)
