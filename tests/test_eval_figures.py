@@ -177,6 +177,11 @@ def test_report_files_and_user_threshold(dataset, tmp_path):
     assert describe_conf(stored).startswith("conf 0.4 (F1-optimal on val, stored in the checkpoint); "
                                             "F1-optimal here: ")
     assert write_eval_report(ev, None, tmp_path / "both", conf=0.5, stored_conf=0.4)["conf_source"] == "user"
+    # no pictures on request (eval --no-plots): the same table, the CSV only
+    bare = write_eval_report(ev, dataset, tmp_path / "bare", grids=1, plots=False)
+    assert set(bare["files"]) == {"confusion_matrix.csv"}
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["confusion_matrix.csv"]
+    assert bare["per_class"] == report["per_class"] and bare["conf"] == report["conf"]
 
 
 def test_report_without_detections(dataset, tmp_path):

@@ -60,6 +60,8 @@ def parse_args(argv=None):
     ap.add_argument("--save-json", default=None,
                     help="COCO results JSON to write (default: runs/eval/<weights name>/detections_<split>.json); "
                          "the figures go to its folder")
+    ap.add_argument("--no-plots", action="store_true",
+                    help="no figures (curves, confusion matrix pictures, image grids): tables and CSV only")
     ap.add_argument("--report-conf", type=float, default=None,
                     help="confidence for the P/R/F1 table, confusion matrix and image grids (default: the "
                          "F1-optimal one stored with the weights, else the F1-optimal one on this split)")
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     print(format_metrics(metrics))
     folder = results_path(args).parent
     report = write_eval_report(evaluator, dataset, folder, conf=args.report_conf,
-                               stored_conf=loaded.runner.stored_conf)
+                               stored_conf=loaded.runner.stored_conf, plots=not args.no_plots)
     print(f"\nprecision / recall / F1 at {describe_conf(report, loaded.weights_kind)}\n"
           f"{format_pr_table(report['per_class'])}\n"
           f"figures: {folder}/ ({', '.join(sorted(report['files']))})")

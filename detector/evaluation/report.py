@@ -40,13 +40,14 @@ def choose_conf(curves, conf: Optional[float], stored: Optional[float] = None) -
 
 
 def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None, iou: float = 0.45,
-                      grids: int = 2, stored_conf: Optional[float] = None) -> Dict[str, Any]:
+                      grids: int = 2, stored_conf: Optional[float] = None, plots: bool = True) -> Dict[str, Any]:
     """Write every figure of the evaluation into ``out_dir``; the evaluator must be summarized.
 
     ``dataset``: the scored split, for the image grids (None: no grids). ``conf``: the threshold
     for the table, the confusion matrix and the image grids (None = the F1-optimal one); ``iou``:
     the confusion matrix's matching IoU; ``grids``: how many image grids (6 images each);
-    ``stored_conf``: the F1-optimal confidence stored with the weights, used when ``conf`` is None.
+    ``stored_conf``: the F1-optimal confidence stored with the weights, used when ``conf`` is None;
+    ``plots`` False: no pictures (curves, confusion PNGs, grids), the tables and the CSV only.
 
     Returns ``conf`` (in use) and ``conf_source`` (``user``, ``stored``, ``f1`` or ``default``
     when nothing is detected correctly), ``best_conf`` / ``best_f1`` (the F1 optimum, None / 0
@@ -60,11 +61,14 @@ def write_eval_report(evaluator, dataset, out_dir, conf: Optional[float] = None,
     used, source = choose_conf(curves, conf, stored_conf)
     rows = curves.rows_at(used)
     overall = overall_row(rows)
-    files = {name: plot_confidence_curve(curves, what, out_dir / name, used)
-             for what, name in CURVE_FILES.items()}
-    files["PR_curve.png"] = plot_pr_curve(curves, out_dir / "PR_curve.png", used)
     cm = confusion_matrix(evaluator, used, iou)
-    files["confusion_matrix.csv"] = cm.write_csv(out_dir / "confusion_matrix.csv")
+    files = {"confusion_matrix.csv": cm.write_csv(out_dir / "confusion_matrix.csv")}
+    if not plots:
+        return {"conf": used, "conf_source": source, "best_conf": best_conf, "best_f1": best_f1,
+                "iou": float(iou), "per_class": rows, "overall": overall, "files": files}
+    files.update({name: plot_confidence_curve(curves, what, out_dir / name, used)
+                  for what, name in CURVE_FILES.items()})
+    files["PR_curve.png"] = plot_pr_curve(curves, out_dir / "PR_curve.png", used)
     files["confusion_matrix.png"] = plot_confusion(cm, out_dir / "confusion_matrix.png")
     files["confusion_matrix_normalized.png"] = plot_confusion(
         cm, out_dir / "confusion_matrix_normalized.png", normalized=True)
