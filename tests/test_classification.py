@@ -192,6 +192,13 @@ def test_missing_or_mismatched_data_is_a_clear_error(tiny_folder, tmp_path, caps
             cv2.imwrite(str(bad / split / c / "0.png"), np.zeros((8, 8, 3), np.uint8))
     rc = run_command("train-cls", ["--cfg", "configs/backbones/cspresnet10.yaml", "--data", str(bad)])
     assert rc == 2 and "class folders differ" in capsys.readouterr().err
+    # a split folder with no class sub-folder: torchvision's FileNotFoundError, said as a data problem
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    rc = run_command("train-cls", ["--cfg", "configs/backbones/cspresnet10.yaml", "--data", str(empty)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "one sub-folder of images per class" in err and "Traceback" not in err
 
 
 def test_any_backbone_config_becomes_a_classifier_of_the_data_classes():

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from ..common import PathNotFoundError
 from ..config import ConfigError
 from ..data.sampler import ResumableSampler, split_key
 from .config import ClsAugmentConfig, ClsDataConfig
@@ -71,7 +72,12 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root, transform, names: Optional[List[str]] = None):
         root = Path(root)
-        folder = datasets.ImageFolder(str(root))  # raises FileNotFoundError for an empty tree
+        if not root.is_dir():
+            raise PathNotFoundError(f"image folder not found: {root}")
+        try:
+            folder = datasets.ImageFolder(str(root))
+        except FileNotFoundError as e:  # torchvision's word for a tree with no class folder / image
+            raise ConfigError(f"{root}: {e} (expected one sub-folder of images per class)") from e
         if names is not None and list(folder.classes) != list(names):
             missing = sorted(set(names) - set(folder.classes))
             extra = sorted(set(folder.classes) - set(names))

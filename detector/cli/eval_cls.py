@@ -37,11 +37,12 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from detector.common import PathNotFoundError
     from detector.config import ConfigError
     from detector.engine.checkpoint import CheckpointError
     try:
         result, names = evaluate_checkpoint(args)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, PathNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from detector.classification.evaluate import format_report, most_confused, per_class_accuracy

@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from detector.classification.trainer import ClsTrainer, NonFiniteLossError, StopRequested
+    from detector.common import PathNotFoundError
     from detector.config import ConfigError
     from detector.engine.checkpoint import CheckpointError
     if not args.cfg and not args.resume:
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
                              data=None if args.resume else args.data, resume=args.resume,
                              progress=not args.no_progress)
         result = trainer.train()
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, PathNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
