@@ -73,6 +73,9 @@ def test_tiny_run_writes_the_table(tmp_path):
     assert "x (" in pair  # the per-round CSP / base ratio with its spread
     # the profile of every model, with its reorder share
     assert "### ONNX Runtime per-op profile" in text and "**tiny @ 64 (fp32)**: reorders" in text
+    if openvino_available():  # OpenVINO's own profile beside it: time per layer type and kernel
+        assert "**tiny @ 64 (OpenVINO fp32)**: reference (slow-path) kernels" in text
+        assert "| Convolution / " in text and "**tiny @ 64 (OpenVINO INT8)**" in text
     assert "| Conv |" in text or "| FusedConv |" in text
     assert "Load: load average" in text
 

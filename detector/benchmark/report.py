@@ -89,10 +89,16 @@ def markdown(run: Run, settings: RunSettings) -> str:
     table, errors = speed_table(run, settings)
     lines += table + fastest_engine_lines(run, settings) + peer_lines(run, settings) + pairs_table(run, settings)
     lines += targets(run, settings.sizes[0])
-    if run.profiles:
+    ort = {k: v for k, v in run.profiles.items() if not k[2].startswith("OpenVINO")}
+    ov = {k: v for k, v in run.profiles.items() if k[2].startswith("OpenVINO")}
+    if ort:
         lines += ["", "### ONNX Runtime per-op profile (--profile)", ""]
-        for (name, size, label), prof in run.profiles.items():
+        for (name, size, label), prof in ort.items():
             lines += profile_markdown(name, size, prof, label)
+    if ov:
+        lines += ["", "### OpenVINO per-layer profile (--profile, PERF_COUNT; layer type / kernel chosen)", ""]
+        for (name, size, label), prof in ov.items():
+            lines += openvino_profile_markdown(name, size, prof, label)
     if errors:
         lines += ["", "Not run: " + "; ".join(errors)]
     return "\n".join(lines + ["", END])
@@ -293,6 +299,16 @@ def profile_markdown(name: str, size: int, prof: Dict[str, dict], label: str = "
     for op, v in prof.items():
         if v["share"] >= 0.001 or op in REORDER_OPS:
             lines.append(f"| {op} | {100 * v['share']:.1f}% | {v['nodes']} |")
+    return lines + [""]
+
+
+def openvino_profile_markdown(name: str, size: int, prof: Dict[str, dict], label: str) -> List[str]:
+    """One model's OpenVINO profile: executed time per layer type and kernel; ``ref_*``
+    kernels are OpenVINO's slow reference paths."""
+    ref = sum(v["share"] for k, v in prof.items() if "/ ref" in k)
+    lines = [f"**{name} @ {size} ({label})**: reference (slow-path) kernels {100 * ref:.1f}% of the time", "",
+             "| layer type / kernel | time | nodes per run |", "|---|---|---|"]
+    lines += [f"| {k} | {100 * v['share']:.1f}% | {v['nodes']} |" for k, v in prof.items() if v["share"] >= 0.001]
     return lines + [""]
 
 

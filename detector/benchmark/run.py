@@ -116,14 +116,26 @@ def timing_passes(engines: Sequence[str], tp_batch: int, int8_engines: Sequence[
 
 
 def profile_files(models: List[Model], sizes_of: Dict[str, List[int]], files: Dict[FileKey, Path],
-                  threads: int) -> Dict[Tuple[str, int, str], Dict[str, dict]]:
-    """ONNX Runtime's per-op profile of every batch-1 file of the run, fp32 and INT8."""
+                  threads: int, engines: Sequence[str] = ("onnxruntime",)
+                  ) -> Dict[Tuple[str, int, str], Dict[str, dict]]:
+    """Each engine's own per-op profile of every batch-1 file of the run, fp32 and INT8: ONNX
+    Runtime's (labels ``fp32`` / ``INT8``) and, when OpenVINO is in ``engines``, OpenVINO's
+    ``PERF_COUNT`` (labels ``OpenVINO fp32`` / ``OpenVINO INT8``)."""
     from .ort_profile import ort_profile
 
+    jobs = []
+    if "onnxruntime" in engines:
+        jobs += [("fp32", 1, ort_profile), ("INT8", INT8_BATCH["int8"], ort_profile)]
+    if "openvino" in engines:
+        from .openvino_profile import openvino_profile
+
+        jobs += [("OpenVINO fp32", 1, openvino_profile),
+                 ("OpenVINO INT8", INT8_BATCH["openvino-int8"], openvino_profile)]
     profiles = {}
     for m in models:
         for s in sizes_of[m.name]:
-            for label, key in (("fp32", (m.name, s, 1)), ("INT8", (m.name, s, INT8_BATCH["int8"]))):
+            for label, batch, profiler in jobs:
+                key = (m.name, s, batch)
                 if key in files:
-                    profiles[(m.name, s, label)] = ort_profile(files[key], s, threads)
+                    profiles[(m.name, s, label)] = profiler(files[key], s, threads)
     return profiles

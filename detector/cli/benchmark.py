@@ -80,7 +80,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-deploy", dest="deploy", action="store_false",
                     help="time our models as BN-folded training graphs (no deploy re-parameterisation)")
     ap.add_argument("--profile", action="store_true",
-                    help="print ONNX Runtime's per-op profile (reorder / pooling share) of every model")
+                    help="print ONNX Runtime's per-op profile (reorder / pooling share) of every model, "
+                         "and OpenVINO's (PERF_COUNT: time per layer type and kernel) when it is timed")
     ap.add_argument("--quick", action="store_true", help="5 rounds of 3 runs, 2 warm-up runs")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="markdown file to update")
     ap.add_argument("--json", default=str(ROOT / "runs" / "benchmark" / "results.json"), help="raw results")
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
     results, rounds_of, files = benchmark(models, found.sizes_of, args.engines, args.threads, args.iters,
                                           args.warmup, args.throughput_batch, Path(args.cache), args.block,
                                           args.int8)
-    profiles = profile_files(models, found.sizes_of, files, args.threads) if args.profile else {}
+    profiles = profile_files(models, found.sizes_of, files, args.threads, args.engines) if args.profile else {}
     run = Run(models, found.sizes_of, results, rounds_of, found.pairs, profiles)
     settings = RunSettings(args.engines, args.sizes, args.threads, args.iters, args.block, args.warmup,
                            args.throughput_batch, args.int8, args.deploy, args.load_before,
