@@ -154,3 +154,27 @@ def test_a_folder_with_two_models_is_refused_by_name(tmp_path):
         (tmp_path / name).write_text("<net/>")
     with pytest.raises(ModelFileError, match="one .xml model file, found 2"):
         OpenVINODetector(tmp_path)
+
+
+def test_int8_accuracy_script_tables_every_file_with_its_change(shapes_checkpoint, tiny_data, tmp_path, capsys):
+    """benchmarks/int8_accuracy.py: fp32 and INT8 files of each engine scored on val, each INT8
+    row with its AP50 change against its own engine's fp32 and per class."""
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("int8_accuracy", REPO / "benchmarks" / "int8_accuracy.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data_yaml = tmp_path / "shapes.yaml"
+    data_yaml.write_text(json.dumps(tiny_data))
+    _, ckpt = shapes_checkpoint
+    assert script.main(["--weights", str(ckpt), "--data", str(data_yaml), "--calib-images", "4",
+                        "--threads", "1", "--out", str(tmp_path / "files")]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and " pt |" in line}
+    assert "ORT INT8" in rows and all(f"{name} AP50 (change)" in out for name in SHAPES)
+    from detector.benchmark.runner import openvino_available
+    if openvino_available():
+        assert "OpenVINO INT8 (default)" in rows and "| OpenVINO fp32 (f32) |" in out
