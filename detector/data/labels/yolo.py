@@ -42,42 +42,48 @@ def scan_yolo(images_dir: str, labels_dir: str, num_classes: int, strict: bool =
     report = ScanReport(error_title=f"{labels_root}: class indices outside 0..{num_classes - 1} "
                                     f"(the data config names {num_classes} classes)")
     unknown: Dict[str, List[str]] = {}
-    stems = set()
-    paths, all_boxes, all_classes, counts = [], [], [], []
+    stems, paths, all_boxes, all_classes = set(), [], [], []
     for path in list_images(images_root):
         rel = path.relative_to(images_root).with_suffix("")
         stems.add(str(rel))
-        label_path = labels_root / rel.with_suffix(".txt")
         if not check_image_file(str(path), report):
             continue
-        lines: List[int] = []
-        if label_path.is_file():
-            classes, boxes, lines = _read_yolo_txt(label_path, num_classes, report, unknown)
-        else:
-            classes, boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
-        keep = sanitize_boxes(boxes, 1.0, 1.0, lambda i: f"{label_path} line {lines[i]}", report, tol=1e-3)
-        boxes, classes = boxes[keep], classes[keep]
-        if len(boxes) == 0:
-            report.background_images.append(path.name)
+        classes, boxes = _image_labels(path, labels_root / rel.with_suffix(".txt"), num_classes, report, unknown)
         paths.append(str(path))
         all_boxes.append(boxes)
         all_classes.append(classes)
-        counts.append(len(boxes))
-    if labels_root.is_dir():
-        for label_path in sorted(labels_root.rglob("*.txt")):
-            if str(label_path.relative_to(labels_root).with_suffix("")) not in stems:
-                report.labels_without_image.append(str(label_path))
+    report.labels_without_image += _orphan_labels(labels_root, stems)
     for file, items in unknown.items():
         report.errors.append(f"{file} {', '.join(items)}")
+    counts = [len(b) for b in all_boxes]
     records = RecordStore(paths, np.arange(len(paths)),
                           np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32),
                           np.concatenate(all_classes) if all_classes else np.zeros(0, np.int64),
                           counts, None, normalized=True)
-    report.images = len(records)
-    report.boxes = int(sum(counts))
+    report.images, report.boxes = len(records), int(sum(counts))
     if strict:
         report.raise_errors()
     return YoloLabels(records, report)
+
+
+def _image_labels(path: Path, label_path: Path, num_classes: int, report: ScanReport,
+                  unknown: Dict[str, List[str]]) -> Tuple[np.ndarray, np.ndarray]:
+    """One image's usable (classes, xyxy normalised boxes); no label file = background."""
+    lines: List[int] = []
+    if label_path.is_file():
+        classes, boxes, lines = _read_yolo_txt(label_path, num_classes, report, unknown)
+    else:
+        classes, boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+    keep = sanitize_boxes(boxes, 1.0, 1.0, lambda i: f"{label_path} line {lines[i]}", report, tol=1e-3)
+    if not keep.any():
+        report.background_images.append(path.name)
+    return classes[keep], boxes[keep]
+
+
+def _orphan_labels(labels_root: Path, image_stems) -> List[str]:
+    """Label files with no image of the same relative name (reported, never read)."""
+    return [str(p) for p in sorted(labels_root.rglob("*.txt"))
+            if str(p.relative_to(labels_root).with_suffix("")) not in image_stems]
 
 
 def _read_yolo_txt(path: Path, num_classes: int, report: ScanReport, unknown: Dict[str, List[str]]
