@@ -1,4 +1,4 @@
-"""The two ways to run a detector network, behind one interface.
+"""The ways to run a detector network (PyTorch, an exported file), behind one interface.
 
 :class:`TorchBackend` runs a PyTorch :class:`~detector.models.detector.Detector`;
 :class:`ExportedBackend` an exported file in ONNX Runtime
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import trained_img_size
+from ..config import ConfigError, trained_img_size
 from ..models.postprocess import postprocess, postprocess_numpy
 from ..models.state_dict import stored_conf as read_stored_conf
 
@@ -184,7 +184,7 @@ class ExportedBackend(Backend):
             from ..export.openvino_runtime import OpenVINODetector
 
             if torch.device(device).type != "cpu":
-                raise ValueError(f"OpenVINO exports run on the CPU here (device '{device}' asked)")
+                raise ConfigError(f"OpenVINO exports run on the CPU here (device '{device}' asked): leave --device out")
             return cls(OpenVINODetector(path, threads=threads, precision=openvino_precision))
 
         providers = ["CPUExecutionProvider"]
