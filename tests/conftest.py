@@ -188,3 +188,14 @@ def broken_coco(tmp_path):
                                     "bbox": [40, 40, 80, 80], "area": 6400.0, "iscrowd": 0})
     ann_path.write_text(json.dumps(data))
     return root
+
+
+# ------------------------------------------------------------------------------ order
+
+LAST_MODULES = ("test_openvino.py",)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that load OpenVINO's runtime into this process run after every other test
+    (tests/test_openvino.py says why)."""
+    items.sort(key=lambda item: item.fspath.basename in LAST_MODULES)

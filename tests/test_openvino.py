@@ -1,5 +1,12 @@
 """OpenVINO as a second CPU engine: export (fp32 IR and NNCF INT8), then eval / predict / the
-benchmark's runner open the folder like any export. Skipped without the openvino extra."""
+benchmark's runner open the folder like any export. Skipped without the openvino extra.
+
+These tests load OpenVINO's runtime (and its thread pools) into the pytest process; in one
+order of the suite a later, unrelated test then crashed (a segmentation fault in a race, gone
+under a debugger). conftest.py runs every test of this module last; the benchmark's OpenVINO
+columns are checked in a child process.
+"""
+import subprocess
 import sys
 
 import numpy as np
@@ -123,6 +130,33 @@ def test_benchmark_runner_times_openvino(exported):
     run = make_runner("openvino", None, exported["onnx"], 64, 1, threads=1)
     outs = run()
     assert len(outs) == 1
+
+
+def test_benchmark_times_openvino_beside_ort_and_profiles_it(tmp_path):
+    """`cspdet benchmark --engines onnxruntime openvino --profile` in a child process: both
+    engines' fp32 and INT8 columns, the fastest engine, OpenVINO's own profile."""
+    pytest.importorskip("openvino", reason="OpenVINO tests need the extra: pip install 'cspdet[openvino]'")
+    from conftest import REPO
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model:\n  num_classes: 3\n  backbone: configs/backbones/resnet10.yaml\n"
+                   "  neck: {type: efm, channels: 8}\n  head: {width: 16}\n")
+    out = tmp_path / "RESULTS.md"
+    run = subprocess.run([sys.executable, "-m", "detector.cli", "benchmark", "--configs", str(cfg), "--sizes", "64",
+                          "--no-peers", "--pairs", "none", "--iters", "2", "--warmup", "1", "--block", "2",
+                          "--throughput-batch", "0", "--engines", "onnxruntime", "openvino", "--profile",
+                          "--output", str(out), "--json", str(tmp_path / "r.json"), "--cache", str(tmp_path / "onnx")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = out.read_text()
+    head = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert "| ORT ms | OpenVINO ms | ORT INT8 ms | OpenVINO INT8 ms |" in head
+    row = next(line for line in text.splitlines() if line.startswith("| tiny | 64 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 9 and all(c not in ("-", "n/a") for c in cells)
+    assert "- tiny @ 64: float32 " in text
+    assert "**tiny @ 64 (OpenVINO fp32)**: reference (slow-path) kernels" in text
+    assert "| Convolution / " in text and "**tiny @ 64 (OpenVINO INT8)**" in text
 
 
 def test_without_openvino_the_export_says_how_to_install(shapes_checkpoint, monkeypatch, capsys):

@@ -19,12 +19,11 @@ INT8_ENGINE = {"onnxruntime": "int8", "openvino": "openvino-int8"}  # each engin
 
 
 def openvino_available() -> bool:
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether OpenVINO and NNCF are installed (looked up, not imported: loading OpenVINO's
+    runtime starts its thread pools, which a process that never times it need not carry)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 
 def available_engines() -> list:
