@@ -9,6 +9,7 @@ random weights find boxes on every frame, for the demo). Helpers that several mo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -190,12 +191,10 @@ def broken_coco(tmp_path):
     return root
 
 
-# ------------------------------------------------------------------------------ order
+# ------------------------------------------------------------------------------ OpenVINO, apart
 
-LAST_MODULES = ("test_openvino.py",)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Tests that load OpenVINO's runtime into this process run after every other test
-    (tests/test_openvino.py says why)."""
-    items.sort(key=lambda item: item.fspath.basename in LAST_MODULES)
+# tests/test_openvino.py runs in a pytest process of its own (tests/test_openvino_apart.py starts
+# it with CSPDET_TEST_CHILD=openvino): with OpenVINO's runtime and thread pools loaded into the
+# main test process, tests that ran after it crashed with a segmentation fault (in CI, in one
+# order, not under a debugger); alone, the module passes.
+collect_ignore = [] if os.environ.get("CSPDET_TEST_CHILD") == "openvino" else ["test_openvino.py"]

@@ -173,7 +173,7 @@ def test_export_cli_from_checkpoint(model, tmp_path, capsys):
 def test_foreign_onnx_is_a_clear_error(tmp_path):
     net = torch.nn.Conv2d(3, 4, 1)
     torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "other.onnx"), dynamo=False)
-    with pytest.raises(ValueError, match="not exported by tools/export.py"):
+    with pytest.raises(ValueError, match="not exported by cspdet export"):
         ONNXRuntimeDetector(tmp_path / "other.onnx")
 
 

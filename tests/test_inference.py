@@ -125,7 +125,7 @@ def test_checkpoint_predictor_matches_the_model(tmp_path):
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         for a, b in zip(source.model(x), loaded.model(x)):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
     other = tmp_path / "other.pt"
     cfg = dict(source.model.config, num_classes=7)
     save_checkpoint({"model": source.model.state_dict(), "config": {"model": cfg}}, other)
