@@ -51,12 +51,13 @@ def score(files: Dict[str, dict], data, split: str, threads: int) -> Dict[str, d
     from detector.evaluation import evaluate
     from detector.inference import Predictor
 
-    metrics = {}
+    metrics, loaders = {}, {}
     for label, f in files.items():
         pred = Predictor(str(f["path"]), threads=threads, openvino_precision=f.get("precision"))
-        dataset = build_dataset(data, split, pred.img_size, augment=None)
-        loader = build_dataloader(dataset, 1, workers=0, shuffle=False)
-        metrics[label] = evaluate(pred.runner, loader, CONF, IOU, MAX_DET, progress=False)
+        if pred.img_size not in loaders:  # every file has the export size: the split is read once
+            dataset = build_dataset(data, split, pred.img_size, augment=None)
+            loaders[pred.img_size] = build_dataloader(dataset, 1, workers=0, shuffle=False)
+        metrics[label] = evaluate(pred.runner, loaders[pred.img_size], CONF, IOU, MAX_DET, progress=False)
         m = metrics[label]
         print(f"{label}: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  ({m['timing']['infer']:.1f} ms/image inference)")
     return metrics

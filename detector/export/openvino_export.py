@@ -27,7 +27,7 @@ import numpy as np
 
 from .onnx_export import METADATA_KEY, read_metadata
 from .onnx_runtime import ModelFileError
-from .quantize import QuantizationError, float_tail_nodes
+from .quantize import QuantizationError, calibration_array, float_tail_nodes
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,7 @@ def quantize_openvino(onnx_path, folder, calibration: np.ndarray,
         import nncf
     except ImportError as e:
         raise OpenVINOUnavailableError(INSTALL_HINT) from e
-    calibration = np.asarray(calibration, dtype=np.float32)
-    if calibration.ndim != 4 or len(calibration) == 0:
-        raise QuantizationError(f"calibration inputs must be a non-empty (N, 3, H, W) array, got "
-                                f"shape {calibration.shape}")
+    calibration = calibration_array(calibration)
     meta = read_metadata(onnx_path)
     if meta.get("nms"):
         raise QuantizationError(f"{Path(onnx_path).name}: a graph with NMS inside cannot be quantized "

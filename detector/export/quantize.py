@@ -93,6 +93,16 @@ class _Reader:
         self.i = 0
 
 
+def calibration_array(calibration) -> np.ndarray:
+    """``calibration`` as a float32 (N, 3, H, W) array; :class:`QuantizationError` if it is not one
+    (every quantizer, ORT's and OpenVINO's, checks its inputs here)."""
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise QuantizationError(f"calibration inputs must be a non-empty (N, 3, H, W) array, got "
+                                f"shape {calibration.shape}")
+    return calibration
+
+
 def float_tail_nodes(model) -> List[str]:
     """The nodes to keep float: the prediction convs and everything after them (the box
     decoding of a decoded export), found by walking back from the graph outputs to the first
@@ -205,10 +215,7 @@ def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: boo
                                 "statically (its outputs are box lists); export it without NMS")
     if not any(n.op_type in ("Conv", "MatMul", "Gemm") for n in model.graph.node):
         raise QuantizationError(f"{fp32_path.name}: no Conv/MatMul/Gemm to quantize")
-    calibration = np.asarray(calibration, dtype=np.float32)
-    if calibration.ndim != 4 or len(calibration) == 0:
-        raise QuantizationError(f"calibration inputs must be a non-empty (N, 3, H, W) array, got "
-                                f"shape {calibration.shape}")
+    calibration = calibration_array(calibration)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
     if dims[2:] != [None, None] and list(calibration.shape[2:]) != dims[2:]:
         raise QuantizationError(f"calibration images are {calibration.shape[2]}x{calibration.shape[3]}, "
