@@ -139,3 +139,19 @@ def test_head_output_layout_and_prior_bias():
     assert [tuple(r.shape) for r in raw] == [(2, 24, 8, 4), (2, 24, 4, 2), (2, 24, 2, 1)]
     obj = torch.sigmoid(head.preds[0].bias.view(3, 5 + NC)[:, 4])
     assert (obj < 0.01).all()  # objectness starts near the true rate of objects per cell
+
+
+def test_scale_gains_rescale_objectness_and_classes_to_the_run():
+    """YOLOv5's rule: the class term x classes/80, objectness x (size/640)^2; box unchanged."""
+    torch.manual_seed(0)
+    raw = [torch.randn(1, 3 * (5 + NC), 64 // s, 64 // s) for s in (8, 16, 32)]
+    targets = [torch.tensor([[0.0, 10, 10, 40, 50], [2.0, 30, 20, 60, 60]])]
+    _, plain = YOLOLoss(fake_model(), {})(raw, targets)
+    scaled_loss = YOLOLoss(fake_model(), {"scale_gains": True}, img_size=320)
+    assert scaled_loss.gains == pytest.approx({"box": 0.05, "obj": 0.25, "cls": 0.5 * NC / 80})
+    _, scaled = scaled_loss(raw, targets)
+    torch.testing.assert_close(scaled["box"], plain["box"])
+    torch.testing.assert_close(scaled["obj"], plain["obj"] * 0.25)
+    torch.testing.assert_close(scaled["cls"], plain["cls"] * NC / 80)
+    with pytest.raises(ValueError, match="img_size"):
+        YOLOLoss(fake_model(), {"scale_gains": True})

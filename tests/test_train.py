@@ -18,6 +18,7 @@ import yaml
 
 from detector.engine.checkpoint import load_checkpoint, load_detector_weights, model_state
 from detector.engine.trainer import NonFiniteLossError, Trainer
+from detector.models.builder import build_model
 
 from conftest import REPO, TINY_MODEL, tiny_config
 
@@ -254,3 +255,18 @@ def test_backbone_weights_are_loaded_before_training(tiny_data, tmp_path):
     Trainer(cfg, progress=False)._load_initial_weights(model)
     for k, v in donor.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v), k
+
+
+@pytest.mark.slow
+def test_compiled_training_learns_and_saves_plain_weights(tiny_data, tmp_path):
+    """train.compile: the step runs through torch.compile (and its smaller last batch compiles
+    too); the checkpoint holds the model's own keys, so it loads into an eager model."""
+    cfg = tiny_config(tiny_data, tmp_path, epochs=2, compile=True)
+    result = Trainer(cfg, progress=False).train()
+    rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
+    assert len(rows) == 2 and all(torch.isfinite(torch.tensor(float(r["train/total"]))) for r in rows)
+    assert float(rows[1]["train/total"]) < float(rows[0]["train/total"])
+    ckpt = load_checkpoint(Path(result["run_dir"]) / "last.pt")
+    state = model_state(ckpt)
+    assert not any("_orig_mod" in k for k in state)
+    build_model({"model": ckpt["config"]["model"]}).load_state_dict(state)  # strict

@@ -43,6 +43,7 @@ class BaseTrainConfig:
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     amp: str = "bf16"
+    compile: bool = False
     grad_clip: float = 10.0
     seed: int = 0
     deterministic: bool = False
@@ -75,6 +76,8 @@ class BaseTrainConfig:
                               f"e.g. [0.8, 0.9]; got {list(self.milestones)}")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile is true or false, got {self.compile!r}")
         if self.max_bad_steps < 1:
             raise ConfigError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
 

@@ -43,7 +43,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_state_strict, sav
 from .ema import ModelEMA, unwrap
 from .logger import CSV_COLUMNS, PLOTTED, RunLogger, log_to_file, remove_log_file
 from .optim import WarmupScheduler, build_optimizer
-from .runtime import agree_run_dir, rng_state, set_rng_state, setup_process
+from .runtime import agree_run_dir, compile_for_training, rng_state, set_rng_state, setup_process
 
 LOGGER = logging.getLogger("cspdet.train")
 
@@ -212,6 +212,10 @@ class BaseTrainer:
         if self.distributed:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # what the step calls: the (DDP) model, or its torch.compile form (same parameters, so the
+        # optimizer, EMA, checkpoints and evaluation keep using ``self.model`` unchanged)
+        self.forward_model = compile_for_training(self.ddp_model, self.device) if self.cfg.train.compile \
+            else self.ddp_model
 
     def _setup_optimization(self) -> None:
         """Accumulation, optimizer, warm-up + schedule, EMA, AMP."""
@@ -304,7 +308,7 @@ class BaseTrainer:
         with self.ddp_model.no_sync() if no_sync else contextlib.nullcontext():
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                outputs = self.ddp_model(inputs)
+                outputs = self.forward_model(inputs)
             loss, parts = self.compute_loss(outputs, targets)
             # every rank must agree before backward, or DDP's gradient all-reduce hangs
             bad = dist_utils.any_rank(not bool(torch.isfinite(loss).item()), self.device)

@@ -12,8 +12,10 @@ seeded here drive model initialisation and anything else the model draws (e.g. d
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
+import shutil
 from typing import Any, Dict
 
 import numpy as np
@@ -22,8 +24,10 @@ import torch
 from ..config import ConfigError
 from . import distributed as dist_utils
 
+LOGGER = logging.getLogger("detector")
+
 __all__ = ["seed_everything", "rng_state", "set_rng_state", "select_device", "cpu_threads",
-           "configure_threads"]
+           "configure_threads", "compile_for_training"]
 
 
 def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> None:
@@ -132,3 +136,23 @@ def agree_run_dir(save_dir, name: str, exist_ok: bool, given=None):
         run_dir = next_run_dir(save_dir, name, exist_ok)
     return Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
 
+
+
+def compile_for_training(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``torch.compile`` of the training forward (its backward is compiled with it).
+
+    Why: on a CPU the eager step of a dense-block network is dominated by work the FLOPs do not
+    count (concatenations, batch norm, activations and their backward as separate passes over
+    memory); Inductor fuses them (benchmarks/RESULTS.md, "Training throughput"). Static shapes:
+    each batch shape (the full batch and an epoch's smaller last one) compiles once, a few
+    minutes on 2 cores, cached for the next run; a dynamic-shape graph compiled slower and ran
+    no faster. Inductor on a CPU needs a C++ compiler: without one the run stays eager (logged).
+    """
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        LOGGER.warning("train.compile: no C++ compiler (g++, c++ or clang++) on PATH, which "
+                       "torch.compile needs on a CPU; training without it")
+        return model
+    if dist_utils.is_main_process():
+        LOGGER.info("train.compile: the first step of each batch shape compiles the model "
+                    "(minutes on a few CPU cores, cached afterwards); epoch 1's time includes it")
+    return torch.compile(model, dynamic=False)

@@ -42,6 +42,8 @@ class TrainConfig(BaseTrainConfig):
         iterations = ``[0.8, 0.9]``).
     ema, ema_decay, ema_tau: exponential moving average of the weights, used for evaluation
         and ``best.pt``; its decay ramps up as ``decay * (1 - exp(-updates / tau))``.
+    compile: ``torch.compile`` the training forward and backward (faster steps after a one-off
+        compile of minutes per batch shape; needs a C++ compiler on a CPU).
     amp: ``bf16`` | ``fp16`` | ``off`` mixed precision on CUDA. cpu_amp: also autocast to bf16
         on CPU when ``amp: bf16`` (off by default: CPUs without native bf16 run it slower than
         float32; otherwise ``amp`` is ignored on CPU, with a note).
@@ -72,6 +74,10 @@ class TrainConfig(BaseTrainConfig):
                 raise ConfigError(f"train.multi_scale must be [lo, hi] with 0 < lo <= hi "
                                   f"(factors of img_size) or null, got {self.multi_scale}")
             self.multi_scale = ms
+            if self.compile:
+                raise ConfigError("train.compile compiles the model once per input size, and "
+                                  "train.multi_scale gives a new size every few batches: set "
+                                  "train.multi_scale=null or train.compile=false")
         if isinstance(self.augment, Mapping):
             self.augment = from_dict(AugmentConfig, self.augment, "train.augment")
 
