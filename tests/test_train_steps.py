@@ -47,6 +47,24 @@ def test_without_cpu_amp_bf16_is_ignored_on_cpu(tiny_data, tmp_path):
         trainer.after_train()
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_amp_auto_follows_the_cpus_native_bf16(tiny_data, tmp_path, monkeypatch, native):
+    monkeypatch.setattr("detector.engine.base_trainer.cpu_has_native_bf16", lambda: native)
+    cfg = tiny_config(tiny_data, tmp_path, amp="bf16", cpu_amp="auto", device="cpu")
+    trainer = Trainer(cfg, progress=False)
+    try:
+        trainer.before_train()
+        assert trainer.amp_dtype == (torch.bfloat16 if native else None)
+    finally:
+        trainer.after_train()
+
+
+def test_cpu_amp_takes_only_true_false_or_auto(tiny_data, tmp_path):
+    from detector.config import ConfigError
+    with pytest.raises(ConfigError, match="train.cpu_amp"):
+        Trainer(tiny_config(tiny_data, tmp_path, cpu_amp="always"), progress=False)
+
+
 @pytest.mark.parametrize("nominal,accumulate,steps", [(8, 4, 2), (6, 3, 3)])
 def test_gradient_accumulation_to_a_nominal_batch(tiny_data, tmp_path, monkeypatch, nominal,
                                                   accumulate, steps):

@@ -43,7 +43,8 @@ from .checkpoint import CheckpointError, load_checkpoint, load_state_strict, sav
 from .ema import ModelEMA, unwrap
 from .logger import CSV_COLUMNS, PLOTTED, RunLogger, log_to_file, remove_log_file
 from .optim import WarmupScheduler, build_optimizer
-from .runtime import agree_run_dir, compile_for_training, rng_state, set_rng_state, setup_process
+from .runtime import (agree_run_dir, compile_for_training, cpu_has_native_bf16, rng_state,
+                      set_rng_state, setup_process)
 
 LOGGER = logging.getLogger("cspdet.train")
 
@@ -241,6 +242,12 @@ class BaseTrainer:
             return None
         if self.device.type == "cuda":
             return torch.bfloat16 if tc.amp == "bf16" else torch.float16
+        if tc.amp == "bf16" and tc.cpu_amp == "auto":
+            native = cpu_has_native_bf16()
+            if self.main:
+                LOGGER.info("train.cpu_amp=auto: %s", "bf16 autocast (the CPU has native bf16)"
+                            if native else "float32 (no native bf16 on this CPU)")
+            return torch.bfloat16 if native else None
         if tc.amp == "bf16" and tc.cpu_amp:
             return torch.bfloat16
         if self.main:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple, Union
 
 from ..config import ConfigError, PathOrDict, check_keys, from_dict, load_config, to_dict
 from ..data.config import AugmentConfig
@@ -45,8 +45,9 @@ class TrainConfig(BaseTrainConfig):
     compile: ``torch.compile`` the training forward and backward (faster steps after a one-off
         compile of minutes per batch shape; needs a C++ compiler on a CPU).
     amp: ``bf16`` | ``fp16`` | ``off`` mixed precision on CUDA. cpu_amp: also autocast to bf16
-        on CPU when ``amp: bf16`` (off by default: CPUs without native bf16 run it slower than
-        float32; otherwise ``amp`` is ignored on CPU, with a note).
+        on CPU when ``amp: bf16``: true, false (default: CPUs without native bf16 run it slower
+        than float32) or ``auto`` (only where the CPU has AMX or AVX-512 BF16); otherwise
+        ``amp`` is ignored on CPU, with a note.
     grad_clip: max gradient norm (0 = off). close_mosaic: epochs at the end without mosaic.
     seed: seeds python, numpy and torch (per rank) and the data order.
     deterministic: ``torch.use_deterministic_algorithms`` (slower on GPU).
@@ -61,13 +62,16 @@ class TrainConfig(BaseTrainConfig):
     """
     nominal_batch_size: int = 0
     multi_scale: Optional[Tuple[float, float]] = None
-    cpu_amp: bool = False
+    cpu_amp: Union[bool, str] = False
     close_mosaic: int = 1
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
     cache: bool = False
 
     def __post_init__(self):
         super().__post_init__()
+        if self.cpu_amp not in (True, False, "auto"):
+            raise ConfigError(f"train.cpu_amp is true, false or auto (bf16 where the CPU has "
+                              f"native bf16: AMX or AVX-512 BF16), got {self.cpu_amp!r}")
         if self.multi_scale is not None:
             ms = tuple(float(v) for v in self.multi_scale)
             if len(ms) != 2 or not 0 < ms[0] <= ms[1]:
