@@ -14,7 +14,9 @@ from other processes hits them all alike; each is the median of ``--steps`` time
 Variants of ours: ``fp32``; ``bf16`` = ``torch.autocast("cpu", torch.bfloat16)`` around the
 forward (what ``train.amp: bf16`` with ``train.cpu_amp: true`` does; native on CPUs with
 AMX or AVX-512 BF16, emulated and slower elsewhere); ``cl`` and ``bf16-cl`` the same with
-channels-last tensors. YOLO11n: ``ultralytics.nn.tasks.DetectionModel("yolo11n.yaml")``
+channels-last tensors; ``compile`` and ``bf16-compile`` the model under ``torch.compile``
+(static shapes, what ``train.compile: true`` does; it compiles in the untimed warm-up steps).
+YOLO11n: ``ultralytics.nn.tasks.DetectionModel("yolo11n.yaml")``
 with its own ``v8DetectionLoss`` at its default gains, float32 (Ultralytics trains float32 on
 a CPU).
 """
@@ -32,7 +34,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("fp32", "bf16", "cl", "bf16-cl")
+VARIANTS = ("fp32", "bf16", "cl", "bf16-cl", "compile", "bf16-compile")
 # three boxes per image, xyxy pixels at 320 (scaled to --size)
 BOXES = torch.tensor([[0, 50, 50, 120, 130], [2, 200, 30, 260, 90], [4, 10, 200, 90, 300]]).float()
 
@@ -51,6 +53,7 @@ def our_step(cfg_path: str, variant: str, size: int, batch: int):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = YOLOLoss(model)
+    forward = torch.compile(model, dynamic=False) if variant.endswith("compile") else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
     x = torch.rand(batch, 3, size, size)
     if channels_last:
@@ -62,7 +65,7 @@ def our_step(cfg_path: str, variant: str, size: int, batch: int):
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-            out = model(x)
+            out = forward(x)
         loss, _ = loss_fn([o.float() for o in out], targets)
         loss.backward()
         opt.step()
