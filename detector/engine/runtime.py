@@ -24,7 +24,7 @@ import torch
 from ..config import ConfigError
 from . import distributed as dist_utils
 
-LOGGER = logging.getLogger("detector")
+LOGGER = logging.getLogger("cspdet.train")  # the trainer's log, where train.log picks it up
 
 __all__ = ["seed_everything", "rng_state", "set_rng_state", "select_device", "cpu_threads",
            "configure_threads", "compile_for_training", "cpu_has_native_bf16"]
@@ -135,7 +135,6 @@ def agree_run_dir(save_dir, name: str, exist_ok: bool, given=None):
     if run_dir is None and dist_utils.rank() == 0:
         run_dir = next_run_dir(save_dir, name, exist_ok)
     return Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
-
 
 
 def compile_for_training(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

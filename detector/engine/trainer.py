@@ -116,7 +116,7 @@ class Trainer(BaseTrainer):
         if self.resume_ckpt is None:
             self._load_initial_weights(model)
         self.criterion = YOLOLoss(model, img_size=self.cfg.train.img_size)
-        if self.criterion.cfg.scale_gains and dist_utils.is_main_process():
+        if self.criterion.cfg.scale_gains and self.main:
             LOGGER.info("loss gains scaled to %d classes at %d px (model.loss.scale_gains): %s",
                         model.num_classes, self.cfg.train.img_size,
                         ", ".join(f"{k} {v:.3g}" for k, v in self.criterion.gains.items()))
