@@ -116,6 +116,10 @@ def test_ddp_with_workers_gives_each_rank_its_own_augmentation(tiny_data, tmp_pa
     ck = torch.load(run / "last.pt", weights_only=True)
     # 16 images / 2 ranks / batch 2 = 4 optimizer steps in the epoch (8 in one process)
     assert ck["world_size"] == 2 and ck["scheduler"]["last_step"] == 4
+    # each rank's own RNG stream is in last.pt (seeded per rank), so a resume restores both
+    assert len(ck["rng_ranks"]) == 2
+    assert not torch.equal(ck["rng_ranks"][0]["torch"], ck["rng_ranks"][1]["torch"])
+    assert torch.equal(ck["rng"]["torch"], ck["rng_ranks"][0]["torch"])
     assert dumps[0]
     for k, v in dumps[0].items():
         torch.testing.assert_close(dumps[1][k], v, atol=0, rtol=0, msg=k)

@@ -423,6 +423,7 @@ class BaseTrainer:
         metrics = self.evaluate() if evaluate else {}
         if metrics:
             self.last_metrics = metrics
+        improved = False
         if self.main:
             epoch = self.epoch
             lr = self.optimizer.param_groups[0]["lr"]
@@ -433,14 +434,15 @@ class BaseTrainer:
             improved = bool(metrics) and metrics.get(self.FITNESS_KEY, 0.0) > self.best_fitness
             if improved:
                 self.best_fitness = metrics.get(self.FITNESS_KEY, 0.0)
-            self.save_last(epoch + 1, 0)
-            if improved or not (self.run_dir / "best.pt").exists():
-                # no evaluation yet: best.pt is the latest EMA, so the file always exists
-                self.save_best(epoch + 1)
+        self.save_last(self.epoch + 1, 0)  # collective: every rank's RNG goes into it
+        if self.main and (improved or not (self.run_dir / "best.pt").exists()):
+            # no evaluation yet: best.pt is the latest EMA, so the file always exists
+            self.save_best(self.epoch + 1)
         dist_utils.barrier()
 
-    def _state(self, epoch: int, batch: int, full: bool = True) -> dict:
-        """Checkpoint dict; ``epoch``/``batch`` = where a resumed run starts."""
+    def _state(self, epoch: int, batch: int, full: bool = True, rng_ranks: Optional[list] = None) -> dict:
+        """Checkpoint dict; ``epoch``/``batch`` = where a resumed run starts; ``rng_ranks`` =
+        every rank's RNG state (rank order), so a resume with as many processes restores each."""
         state = {
             "model": unwrap(self.model).state_dict(),
             "config": self.resolved_config,
@@ -454,15 +456,19 @@ class BaseTrainer:
             state["ema"] = self.ema.state_dict()
             state["ema_updates"] = self.ema.updates
         if full:
+            rng_ranks = rng_ranks or [rng_state()]
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         scaler=self.scaler.state_dict(), rng=rng_state(),
+                         scaler=self.scaler.state_dict(), rng=rng_ranks[0], rng_ranks=rng_ranks,
                          bad_steps_total=self.bad_steps_total, world_size=self.world)
         state.update(self.checkpoint_extras(full))
         return state
 
     def save_last(self, epoch: int, batch: int) -> None:
+        """Collective under DDP (every rank calls it): each rank hands rank 0 its RNG state,
+        which rank 0 writes into ``last.pt`` with the rest."""
+        rng_ranks = dist_utils.gather_objects(rng_state())
         if self.main:
-            save_checkpoint(self._state(epoch, batch), self.run_dir / "last.pt")
+            save_checkpoint(self._state(epoch, batch, rng_ranks=rng_ranks), self.run_dir / "last.pt")
 
     def save_best(self, epoch: int) -> None:
         best = self._state(epoch, 0, full=False)
@@ -484,7 +490,9 @@ class BaseTrainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if "rng" in ckpt and ckpt.get("world_size", 1) == self.world:
-            set_rng_state(ckpt["rng"])
+            # each rank its own stream; checkpoints older than rng_ranks hold rank 0's only
+            ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            set_rng_state(ranks[dist_utils.rank()] if dist_utils.rank() < len(ranks) else ckpt["rng"])
         self.start_epoch, self.start_batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
         self.best_fitness = float(ckpt.get("best_fitness", -1.0))
         self.bad_steps_total = int(ckpt.get("bad_steps_total", 0))

@@ -92,6 +92,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in a single process): how
+    rank 0 gets per-rank state such as the RNG streams to write into one checkpoint."""
+    if not is_distributed():
+        return [obj]
+    box = [None] * world_size()
+    dist.all_gather_object(box, obj)
+    return box
+
+
 def broadcast_object(obj, src: int = 0):
     if not is_distributed():
         return obj
