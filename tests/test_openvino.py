@@ -116,7 +116,7 @@ def test_eval_cli_scores_the_openvino_export_as_the_onnx_one(exported, tmp_path)
     scores = {}
     for name in ("onnx", "fp32"):
         out = tmp_path / name / "det.json"
-        args = ["--weights", str(exported[name]), "--save-json", str(out), "--workers", "0"]
+        args = ["--weights", str(exported[name]), "--save-json", str(out)]  # default workers
         if name == "fp32":
             args += ["--openvino-precision", "f32"]
         assert tool.main(args) == 0

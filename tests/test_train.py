@@ -257,8 +257,9 @@ def test_backbone_weights_are_loaded_before_training(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_compiled_training_learns_and_saves_plain_weights(tiny_data, tmp_path):
     """train.compile: the step runs through torch.compile (and its smaller last batch compiles
-    too); the checkpoint holds the model's own keys, so it loads into an eager model."""
-    cfg = tiny_config(tiny_data, tmp_path, epochs=2, compile=True)
+    too), fed by data worker processes as by default; the checkpoint holds the model's own keys,
+    so it loads into an eager model."""
+    cfg = tiny_config(tiny_data, tmp_path, epochs=2, compile=True, workers=2)
     result = Trainer(cfg, progress=False).train()
     rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(float(r["train/total"]))) for r in rows)

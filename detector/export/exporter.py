@@ -158,11 +158,11 @@ class Exporter:
         if str(path).endswith(".xml"):  # an OpenVINO export, compared in float32
             from .openvino_runtime import OpenVINODetector
 
-            runner = OpenVINODetector(path, precision="f32")
-            batch = 1 if o.dynamic or runner.meta.get("int8") else o.batch
-            return compare_detector(self.model, runner, self.size, batch, o.conf_thres, o.iou_thres, o.max_det)
-        meta = read_metadata(path)
-        if meta.get("task") == "classify":
-            return compare_classifier(self.model, path, self.size)
+            target = OpenVINODetector(path, precision="f32")  # a runner: compare_detector takes one
+            meta = target.meta
+        else:
+            target, meta = path, read_metadata(path)
+            if meta.get("task") == "classify":
+                return compare_classifier(self.model, path, self.size)
         batch = 1 if o.dynamic or meta.get("int8") else o.batch
-        return compare_detector(self.model, path, self.size, batch, o.conf_thres, o.iou_thres, o.max_det)
+        return compare_detector(self.model, target, self.size, batch, o.conf_thres, o.iou_thres, o.max_det)
